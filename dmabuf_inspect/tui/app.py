@@ -1,0 +1,238 @@
+"""The live TUI: a worker thread scans and indexes, the UI thread only shows.
+
+A scan (`collector`, blocking I/O) and `prepare()` (diff + formatted rows) run in one
+`@work(thread=True, exclusive=True)` worker; its immutable `ViewData` is posted back and
+applied in one `batch_update()`. A tick while a scan is still running is skipped, so a slow
+scan never piles up threads and never freezes the screen.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Input
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from ..errors import describe_oserror
+from ..model import Snapshot
+from .export import ViewState, export_document, write_export
+from .screens import BufferScreen, HelpScreen, MainScreen, ViewScreen
+from .viewdata import ViewData, prepare
+from .widgets.rowtable import RowTable
+
+Collector = Callable[[], Snapshot]
+
+
+class DmabufInspectApp(App[int]):
+    """htop for dma-bufs. `collector` returns a fresh Snapshot each call (tests pass a fake)."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "dmabuf-inspect"
+    ENABLE_COMMAND_PALETTE = False
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("p", "toggle_pause", "Pause", tooltip="Pause or resume the live refresh"),
+        Binding("r", "refresh_now", "Refresh", tooltip="Scan now"),
+        Binding("e", "export", "Export JSON", tooltip="Write the current view to a JSON file"),
+    ]
+
+    class ViewReady(Message):
+        """A scan finished and was indexed (posted from the worker thread)."""
+
+        def __init__(self, view: ViewData) -> None:
+            super().__init__()
+            self.view = view
+
+    class ScanFailed(Message):
+        def __init__(self, error: str) -> None:
+            super().__init__()
+            self.error = error
+
+    class Exported(Message):
+        def __init__(self, path: str | None, error: str | None) -> None:
+            super().__init__()
+            self.path = path
+            self.error = error
+
+    def __init__(
+        self,
+        collector: Collector,
+        *,
+        interval_s: float = 2.0,
+        source: str = "live",
+        export_dir: str | None = None,
+        mmap_costs: Mapping[int, str] | None = None,
+        cursor_blink: bool = True,
+        show_timing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.collector = collector
+        self.interval_s = interval_s
+        self.source = source
+        self.export_dir = export_dir if export_dir is not None else os.getcwd()
+        # inode -> what touching it from the CPU costs, filled by whoever measured it; may stay empty
+        self.mmap_costs: dict[int, str] = dict(mmap_costs or {})
+        self.cursor_blink = cursor_blink
+        self.show_timing = show_timing
+        self.view: ViewData | None = None
+        """The snapshot on screen, indexed; None until the first scan is in."""
+        self.paused = False
+        """While paused, ticks do not scan; `r` still does."""
+        self.scanning = False
+        """A scan is in flight; ticks wait for it instead of starting another."""
+        self.last_error: str | None = None
+        self.last_export: str | None = None
+        self.last_export_error: str | None = None
+        self.last_apply_s: float | None = None
+        """Seconds the UI thread spent applying the last refresh."""
+        self.scans = 0
+
+    def get_default_screen(self) -> Screen[None]:
+        return MainScreen()
+
+    def on_mount(self) -> None:
+        if not self.cursor_blink:
+            for box in self.query(Input):
+                box.cursor_blink = False
+        self.set_interval(self.interval_s, self._tick, name="refresh")
+        self.start_scan()
+
+    # -- scanning ---------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if not self.paused:
+            self.start_scan()
+
+    def start_scan(self) -> bool:
+        """Start a scan unless one is running; returns whether one was started."""
+        if self.scanning:
+            return False
+        self.scanning = True
+        self._collect(self.view.snapshot if self.view is not None else None)
+        self._update_chrome()
+        return True
+
+    @work(thread=True, exclusive=True, group="collect", exit_on_error=False)
+    def _collect(self, previous: Snapshot | None) -> None:
+        worker = get_current_worker()
+        try:
+            snapshot = self.collector()
+            view = prepare(snapshot, previous)
+        except OSError as exc:
+            if not worker.is_cancelled:
+                self.post_message(self.ScanFailed(describe_oserror("scanning", exc)))
+            return
+        except Exception as exc:  # a scan bug must not kill the UI or print a traceback over it
+            if not worker.is_cancelled:
+                self.post_message(self.ScanFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        if not worker.is_cancelled:
+            self.post_message(self.ViewReady(view))
+
+    @on(ViewReady)
+    def _view_ready(self, message: ViewReady) -> None:
+        self.scanning = False
+        self.scans += 1
+        self.apply_view(message.view)
+
+    @on(ScanFailed)
+    def _scan_failed(self, message: ScanFailed) -> None:
+        self.scanning = False
+        self.last_error = message.error
+        self._update_chrome()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "collect" and event.state in (WorkerState.CANCELLED, WorkerState.ERROR):
+            self.scanning = False
+            self._update_chrome()
+
+    def apply_view(self, view: ViewData) -> None:
+        """Show a prepared view on every screen of the stack (UI thread)."""
+        t0 = time.perf_counter()
+        self.view = view
+        self.last_error = None
+        with self.batch_update():
+            for screen in self.screen_stack:
+                if isinstance(screen, ViewScreen) and screen.is_mounted:
+                    screen.show_view(view)
+                    screen.update_chrome()
+        self.last_apply_s = time.perf_counter() - t0
+
+    def _update_chrome(self) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, ViewScreen) and screen.is_mounted:
+                screen.update_chrome()
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        self.notify("Paused: r still scans on demand" if self.paused else "Live again", timeout=2)
+        self._update_chrome()
+
+    def action_refresh_now(self) -> None:
+        if not self.start_scan():
+            self.notify("A scan is still running", timeout=2)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.key_help()))
+
+    def key_help(self) -> list[tuple[str, str]]:
+        """(key, what it does) for the help screen, from the bindings themselves."""
+        out: list[tuple[str, str]] = []
+        groups: list[tuple[str, list[BindingType]]] = [
+            ("", list(self.BINDINGS)),
+            ("processes: ", list(MainScreen.BINDINGS)),
+            ("tables: ", list(RowTable.BINDINGS)),
+            ("buffer: ", list(BufferScreen.BINDINGS)),
+        ]
+        for prefix, bindings in groups:
+            for b in bindings:
+                if not isinstance(b, Binding):
+                    continue
+                if not b.show and b.key != "escape":
+                    continue
+                shown = b.key_display or {"slash": "/", "question_mark": "?"}.get(b.key, b.key)
+                out.append((shown, prefix + (b.tooltip or b.description)))
+        out.append(("tab", "next table"))
+        out.append(("arrows", "move (also pgup/pgdn, home/end); click a header to sort by it"))
+        return out
+
+    def action_export(self) -> None:
+        view = self.view
+        screen = self.screen
+        if view is None or not isinstance(screen, ViewScreen):
+            self.notify("Nothing to export yet", severity="warning", markup=False)
+            return
+        self._write_export(view, screen.view_state(), dict(self.mmap_costs))
+
+    @work(thread=True, group="export", exit_on_error=False)
+    def _write_export(self, view: ViewData, state: ViewState, costs: dict[int, str]) -> None:
+        try:
+            path = write_export(self.export_dir, export_document(view, state, costs))
+        except OSError as exc:
+            self.post_message(self.Exported(None, describe_oserror(f"writing to {self.export_dir}", exc)))
+            return
+        self.post_message(self.Exported(path, None))
+
+    @on(Exported)
+    def _exported(self, message: Exported) -> None:
+        if message.path is not None:
+            self.last_export = message.path
+            self.last_export_error = None
+            self.notify(f"Exported to {message.path}", timeout=4, markup=False)
+        else:
+            self.last_export_error = message.error or "export failed"
+            self.notify(self.last_export_error, severity="error", timeout=6, markup=False)

@@ -1,0 +1,165 @@
+"""The `e` key: the current view as JSON, with the whole snapshot beside it.
+
+The document is built and written in a worker thread from immutable inputs (the ViewData and
+the rows each table shows), so the UI never waits for it. Schema `dmabuf-inspect-view/1`:
+`view` holds what was on screen (sort, filter, rows in screen order, changes since the last
+refresh); `snapshot` is the `dmabuf-inspect/1` document of `jsonout`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..jsonout import buffer_to_dict, process_to_dict, snapshot_to_dict
+from ..model import Buffer, Holder
+from ..textsafe import json_name
+from .diff import KERNEL_PID, Change
+from .viewdata import KERNEL_COMMAND, ColumnSpec, Row, ViewData
+
+SCHEMA_ID = "dmabuf-inspect-view/1"
+
+
+@dataclass(frozen=True, slots=True)
+class TableState:
+    """One table as the user sees it."""
+
+    columns: tuple[ColumnSpec, ...]
+    sort_column: int
+    descending: bool
+    filter: str
+    rows: tuple[Row, ...]  # filtered and sorted, as on screen
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "sort": self.columns[self.sort_column].key,
+            "descending": self.descending,
+            "filter": self.filter,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ViewState:
+    screen: str  # "processes" or "buffer"
+    processes: TableState | None = None
+    buffers: TableState | None = None
+    selected_pid: int | None = None
+    inode: int | None = None  # the buffer screen's buffer
+    holders: TableState | None = None
+
+
+def _holder_of(view: ViewData, pid: int, inode: int) -> Holder | None:
+    b = view.buffer_by_inode.get(inode)
+    if b is not None and view.diff.holding(pid, inode) is not Change.GONE:
+        for h in b.holders:
+            if h.pid == pid:
+                return h
+    for ob, old in view.diff.gone_holdings.get(pid, ()):
+        if ob.inode == inode:
+            return old
+    return None
+
+
+def _process_rows(view: ViewData, table: TableState) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for row in table.rows:
+        mix = view.exporter_mix.get(row.key, Counter())
+        if row.key == KERNEL_PID:
+            entry: dict[str, Any] = {"pid": None, "comm": KERNEL_COMMAND, "buffers": row.sort[4],
+                                     "rss_bytes": row.sort[5]}
+        else:
+            p = view.process_by_pid.get(row.key)
+            if p is None:
+                continue
+            entry = process_to_dict(p)
+        entry["exporters"] = {json_name(e)[0]: n for e, n in sorted(mix.items())}
+        entry["change"] = row.change.value
+        out.append(entry)
+    return out
+
+
+def _buffer_rows(view: ViewData, table: TableState, pid: int | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for row in table.rows:
+        b = view.buffer_by_inode.get(row.key)
+        if b is None:
+            continue
+        h = _holder_of(view, pid, b.inode) if pid is not None else None
+        text, raw_hex = json_name(b.name)
+        entry: dict[str, Any] = {
+            "inode": b.inode,
+            "size_bytes": b.size_bytes,
+            "exporter": b.exporter,
+            "class": b.exporter_class,
+            "name": text,
+            "fds": list(h.fds) if h is not None else [],
+            "maps": h.maps if h is not None else 0,
+            "mapped_bytes": h.mapped_bytes if h is not None else 0,
+            "shared_with": max(len(b.holders) - 1, 0) if h is not None else 0,
+            "change": row.change.value,
+        }
+        if raw_hex is not None:
+            entry["name_hex"] = raw_hex
+        out.append(entry)
+    return out
+
+
+def _buffer_detail(view: ViewData, inode: int, costs: Mapping[int, str]) -> dict[str, Any] | None:
+    b: Buffer | None = view.buffer_by_inode.get(inode)
+    if b is None:
+        return None
+    doc = buffer_to_dict(b)
+    doc["change"] = view.diff.buffer(inode).value
+    doc["mmap_cost"] = costs.get(inode)
+    return doc
+
+
+def export_document(
+    view: ViewData, state: ViewState, costs: Mapping[int, str] | None = None
+) -> dict[str, Any]:
+    """The JSON document of what is on screen."""
+    doc: dict[str, Any] = {"screen": state.screen, "first_scan": view.diff.first}
+    if state.processes is not None:
+        doc["processes"] = {**state.processes.header(), "rows": _process_rows(view, state.processes)}
+    if state.buffers is not None:
+        doc["buffers"] = {
+            "pid": None if state.selected_pid == KERNEL_PID else state.selected_pid,
+            "kernel_only": state.selected_pid == KERNEL_PID,
+            **state.buffers.header(),
+            "rows": _buffer_rows(view, state.buffers, state.selected_pid),
+        }
+    if state.inode is not None:
+        doc["buffer"] = _buffer_detail(view, state.inode, costs or {})
+        if state.holders is not None:
+            doc["holders"] = {
+                **state.holders.header(),
+                "rows": [{"pid": r.key, "change": r.change.value} for r in state.holders.rows],
+            }
+    return {
+        "schema": SCHEMA_ID,
+        "exported_at": time.time(),
+        "view": doc,
+        "snapshot": snapshot_to_dict(view.snapshot),
+    }
+
+
+def write_export(directory: str, document: dict[str, Any], *, now: float | None = None) -> str:
+    """Write `document` to a new file in `directory`; returns its path. Never overwrites."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
+    base = os.path.join(directory, f"dmabuf-inspect-view-{stamp}")
+    text = json.dumps(document, indent=2)
+    for n in range(1000):
+        path = f"{base}.json" if n == 0 else f"{base}-{n}.json"
+        try:
+            with open(path, "x", encoding="utf-8") as f:
+                f.write(text)
+                f.write("\n")
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{base}.json and 999 more exist")

@@ -1,0 +1,67 @@
+"""Kernel-lab tests: fixtures, and the guard that stops them passing for the wrong reason.
+
+The tests marked `kernel` need root, /dev/udmabuf, /dev/dma_heap/system and debugfs: they run
+inside the lab VM (`python3 tests/kernel/run_lab.py`). Outside it they never skip quietly when
+asked for with `-m kernel`: they fail with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+import pytest
+import vgem as vgem_lab  # tests/kernel is on sys.path: pytest inserts a conftest's directory
+
+# --- lab guard (helper-1) -------------------------------------------------------------------------
+
+LAB_ENV = "DMABUF_INSPECT_LAB"  # set by run_lab.py inside the guest
+_LAB_HINT = "kernel tests run inside the lab VM: python3 tests/kernel/run_lab.py"
+
+
+def lab_problems() -> list[str]:
+    """What this machine lacks to run the kernel group; empty inside the lab."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("not root")
+    for path in ("/dev/udmabuf", "/dev/dma_heap/system"):
+        if not os.path.exists(path):
+            problems.append(f"no {path}")
+    if not os.path.exists("/sys/kernel/debug/dma_buf/bufinfo"):
+        problems.append("no debugfs dma_buf/bufinfo")
+    return problems
+
+
+def _kernel_requested(config: pytest.Config) -> bool:
+    """True when the run selected kernel tests on purpose (`-m kernel`, `-m "kernel and ..."`)."""
+    markexpr = config.getoption("markexpr", default="") or ""
+    return os.environ.get(LAB_ENV) == "1" or re.search(r"\bkernel\b", markexpr) is not None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("kernel") is None:
+        return
+    problems = lab_problems()
+    if not problems:
+        return
+    message = f"kernel lab unavailable ({', '.join(problems)}); {_LAB_HINT}"
+    if _kernel_requested(item.config):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+# --- end of lab guard -----------------------------------------------------------------------------
+
+
+# --- vgem card (helper-2: ioctl wrappers and selftest mirrors) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def vgem() -> Iterator[vgem_lab.Vgem]:
+    """`modprobe vgem` once per session, then its /dev/dri/card* open (DRM_IOCTL_VERSION says "vgem")."""
+    with vgem_lab.open_vgem() as card:
+        yield card
+
+
+# --- end of vgem card -----------------------------------------------------------------------------

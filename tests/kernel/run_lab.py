@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+"""The kernel lab: boot each lab kernel once under qemu (virtme-ng) and run the `kernel` tests in it.
+
+    python3 tests/kernel/run_lab.py                  # set-up, then 6.12 and 7.3
+    python3 tests/kernel/run_lab.py --skip-setup --kernel 7.3 -k scene -- -x
+
+For each kernel it boots one VM (TCG, no KVM needed), checks that the guest runs the kernel it
+asked for, and runs, as root and with this interpreter,
+`pytest -m kernel tests/kernel` from this checkout (read-only in the guest; PYTHONPATH points at
+it, installed or not). Results go to a per-kernel directory under /tmp, shared with the guest.
+
+Exit status 0 only when every kernel booted, ran more than zero tests, and none failed, errored
+or skipped (a skip is not a pass in the lab). The last line reads `N passed, N failed`, summed
+over kernels, where failed counts failures, errors and skips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import glob
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections import deque
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHECKOUT = os.path.dirname(os.path.dirname(HERE))
+SETUP = os.path.join(HERE, "setup.sh")
+LAB_KERNELS = ("6.12", "7.3")
+SHARED_DIR = "/tmp"  # --rwdir: the guest writes its results here
+LOCK = "/tmp/dmabuf-inspect-lab.lock"  # one lab VM at a time on this machine
+TAIL_LINES = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Kernel:
+    series: str  # "6.12"
+    version: str  # "6.12.107+deb13-amd64", what uname -r must say
+    vmlinuz: str
+
+
+@dataclass(slots=True)
+class Result:
+    kernel: Kernel
+    booted: bool = False
+    problem: str | None = None  # why the kernel's run is a failure beyond test counts
+    tests: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+    pytest_rc: int | None = None
+    seconds: float = 0.0
+    log_tail: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and self.tests > 0 and self.failed == 0 and self.errors == 0 and self.skipped == 0
+
+
+class LabError(Exception):
+    """The lab could not run; one line for the log."""
+
+
+def series_of(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def _vkey(version: str) -> list[int]:
+    return [int(n) for n in re.findall(r"\d+", version)]
+
+
+def run_setup() -> list[Kernel]:
+    """Run setup.sh (idempotent, cached) and read its `KERNEL <version> <vmlinuz>` lines."""
+    print(f"lab: set-up: bash {SETUP}", flush=True)
+    proc = subprocess.run(["bash", SETUP], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    kernels = []
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "KERNEL":
+            kernels.append(Kernel(series_of(parts[1]), parts[1], parts[2]))
+    if proc.returncode != 0 or not kernels:
+        tail = "\n".join(proc.stdout.splitlines()[-TAIL_LINES:])
+        raise LabError(f"set-up failed (exit {proc.returncode}); its output ends with:\n{tail}")
+    return kernels
+
+
+def installed_kernels() -> list[Kernel]:
+    """The newest installed kernel of each lab series, for --skip-setup."""
+    found: dict[str, Kernel] = {}
+    for moddir in glob.glob("/usr/lib/modules/*") + glob.glob("/lib/modules/*"):
+        version = os.path.basename(moddir)
+        series = series_of(version)
+        if series not in LAB_KERNELS:
+            continue
+        for vmlinuz in (f"/boot/vmlinuz-{version}", os.path.join(moddir, "vmlinuz")):
+            if os.path.isfile(vmlinuz):
+                if series not in found or _vkey(version) > _vkey(found[series].version):
+                    found[series] = Kernel(series, version, vmlinuz)
+                break
+    return [found[s] for s in LAB_KERNELS if s in found]
+
+
+def guest_script(kernel: Kernel, results: str, pytest_args: list[str]) -> str:
+    q = shlex.quote
+    pytest_cmd = [
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=",
+        "-m", "kernel", "tests/kernel", "-v", "-rfEs",
+        f"--junitxml={results}/junit.xml", *pytest_args,
+    ]  # fmt: skip
+    return f"""#!/bin/bash
+# Written by run_lab.py; runs inside the guest as root.
+set -u
+echo booted > {q(results)}/booted
+uname -r > {q(results)}/uname
+echo "lab-guest: kernel $(uname -r), uid $(id -u)"
+if [ "$(uname -r)" != {q(kernel.version)} ]; then
+    echo "lab-guest: ERROR: the guest runs $(uname -r), expected {kernel.version}"
+    echo 3 > {q(results)}/pytest.rc; exit 3
+fi
+if [ ! -f {q(CHECKOUT)}/tests/kernel/run_lab.py ]; then
+    echo "lab-guest: ERROR: the checkout {CHECKOUT} is not visible in the guest"
+    echo 3 > {q(results)}/pytest.rc; exit 3
+fi
+cd {q(CHECKOUT)}
+export PYTHONPATH={q(CHECKOUT)}${{PYTHONPATH:+:$PYTHONPATH}}
+export PYTHONDONTWRITEBYTECODE=1
+export {"DMABUF_INSPECT_LAB"}=1
+export LAB_RESULTS={q(results)}
+export HOME={q(results)}/home; mkdir -p "$HOME"
+# /tmp is the host's, over 9p, where an unlinked open file cannot be truncated (pytest's capture
+# files are): temporary files stay in the guest's own tmpfs.
+export TMPDIR=/var/tmp
+export HYPOTHESIS_STORAGE_DIRECTORY=/var/tmp/hypothesis
+{" ".join(q(a) for a in pytest_cmd)}
+rc=$?
+echo $rc > {q(results)}/pytest.rc
+echo "lab-guest: pytest exited $rc"
+exit $rc
+"""
+
+
+def read_junit(path: str, result: Result) -> None:
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    for suite in suites:
+        result.tests += int(suite.get("tests", 0))
+        result.failed += int(suite.get("failures", 0))
+        result.errors += int(suite.get("errors", 0))
+        result.skipped += int(suite.get("skipped", 0))
+    result.passed = result.tests - result.failed - result.errors - result.skipped
+
+
+def _stream(proc: subprocess.Popen[str], log: str, tail: deque[str], prefix: str, quiet: bool) -> None:
+    assert proc.stdout is not None
+    with open(log, "w") as out:
+        for line in proc.stdout:
+            out.write(line)
+            out.flush()
+            tail.append(line.rstrip("\n"))
+            if not quiet:
+                sys.stdout.write(f"{prefix}{line}")
+                sys.stdout.flush()
+
+
+def run_kernel(kernel: Kernel, args: argparse.Namespace, run_dir: str) -> Result:
+    result = Result(kernel)
+    results = os.path.join(run_dir, kernel.version)
+    os.makedirs(results)
+    script = os.path.join(results, "guest.sh")
+    with open(script, "w") as f:
+        f.write(guest_script(kernel, results, args.pytest_args))
+    cmd = [
+        args.vng, "--run", kernel.vmlinuz, "--disable-kvm", "--disable-microvm", "--user", "root",
+        "--qemu-opts=-cpu max", "--memory", args.memory, "--cpus", str(args.cpus),
+        "--rwdir", SHARED_DIR, "--exec", f"bash {shlex.quote(script)}",
+    ]  # fmt: skip
+    if not run_dir.startswith(SHARED_DIR + os.sep):
+        cmd[-2:-2] = ["--rwdir", run_dir]
+    print(f"lab: === {kernel.version}: booting {kernel.vmlinuz} (results in {results})", flush=True)
+    print(f"lab: $ {shlex.join(cmd)}", flush=True)
+    log = os.path.join(results, "vm.log")
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        text=True, errors="replace", start_new_session=True, cwd=CHECKOUT,
+    )  # fmt: skip
+    reader = threading.Thread(target=_stream, args=(proc, log, tail, f"[{kernel.series}] ", args.quiet), daemon=True)
+    reader.start()
+    try:
+        vm_rc: int | None = proc.wait(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        vm_rc = None
+    reader.join(timeout=10)
+    result.seconds = time.monotonic() - start
+    result.log_tail = list(tail)
+
+    result.booted = os.path.exists(os.path.join(results, "booted"))
+    rc_file = os.path.join(results, "pytest.rc")
+    junit = os.path.join(results, "junit.xml")
+    if vm_rc is None:
+        where = "after booting" if result.booted else "before the guest started its script"
+        result.problem = f"the VM ran past --timeout {args.timeout}s ({where}) and was killed"
+    elif not result.booted:
+        result.problem = f"the VM did not boot (vng exited {vm_rc} before the guest ran its script)"
+    if result.booted:
+        with open(os.path.join(results, "uname")) as f:
+            guest_uname = f.read().strip()
+        if guest_uname != kernel.version:
+            result.problem = f"the guest ran kernel {guest_uname!r}, not {kernel.version!r}"
+    if os.path.exists(rc_file):
+        with open(rc_file) as f:
+            result.pytest_rc = int(f.read().strip() or -1)
+    if os.path.exists(junit):
+        read_junit(junit, result)
+    elif result.problem is None:
+        result.problem = f"pytest wrote no {junit} (pytest exit {result.pytest_rc}, vng exit {vm_rc})"
+    if result.problem is None and result.pytest_rc not in (0, 1):
+        # 1 is "some tests failed", counted below; anything else is pytest itself failing.
+        result.problem = f"pytest exited {result.pytest_rc} (interrupted, usage or internal error)"
+    if result.problem is None and result.tests == 0:
+        result.problem = "zero tests ran"
+    return result
+
+
+def report(result: Result, *, with_tail: bool = True) -> None:
+    k = result.kernel
+    counts = (
+        f"{result.tests} tests: {result.passed} passed, {result.failed} failed, "
+        f"{result.errors} errors, {result.skipped} skipped"
+    )
+    status = "OK" if result.ok else "FAILED"
+    print(f"lab: {k.version}: {status}: {counts} ({result.seconds:.0f}s)", flush=True)
+    if result.problem:
+        print(f"lab: {k.version}: LAB FAILURE: {result.problem}", flush=True)
+    if result.skipped:
+        print(f"lab: {k.version}: {result.skipped} skipped: a skip is not a pass in the lab", flush=True)
+    if with_tail and (result.problem or not result.booted):
+        print(f"lab: {k.version}: last {len(result.log_tail)} lines of the VM's output:", flush=True)
+        for line in result.log_tail:
+            print(f"lab: | {line}", flush=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="run_lab.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--kernel", choices=LAB_KERNELS, help="run one kernel only (default: all)")
+    parser.add_argument("--skip-setup", action="store_true", help="use the installed kernels as they are")
+    parser.add_argument("--keep-going", action="store_true", help="run later kernels after one fails")
+    parser.add_argument("-k", dest="keyword", help="pytest -k expression, passed to the guest")
+    parser.add_argument("--memory", default="2G", help="guest memory (default 2G)")
+    parser.add_argument("--cpus", type=int, default=2, help="guest CPUs (default 2)")
+    parser.add_argument("--timeout", type=int, default=1200, help="seconds per VM (default 1200)")
+    parser.add_argument("--results", help="results directory (default: a new one under /tmp)")
+    parser.add_argument("--quiet", action="store_true", help="do not echo the VM's output")
+    parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
+    args = parser.parse_args(argv)
+    if args.keyword:
+        args.pytest_args = ["-k", args.keyword, *args.pytest_args]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if os.geteuid() != 0:
+            raise LabError("run the lab as root (qemu, dpkg -x and depmod need it)")
+        args.vng = shutil.which("vng")
+        if args.vng is None:
+            raise LabError("vng (virtme-ng) not found on PATH; run without --skip-setup to install it")
+        probe = subprocess.run([sys.executable, "-c", "import pytest, psutil"], capture_output=True)
+        if probe.returncode != 0:
+            raise LabError(f"{sys.executable} cannot import pytest and psutil: pip install -e '.[test]'")
+        kernels = installed_kernels() if args.skip_setup else run_setup()
+        wanted = [args.kernel] if args.kernel else list(LAB_KERNELS)
+        missing = [s for s in wanted if s not in {k.series for k in kernels}]
+        if missing:
+            hint = " (drop --skip-setup to install it)" if args.skip_setup else ""
+            raise LabError(f"no {', '.join(missing)} kernel found{hint}")
+        kernels = [k for k in kernels if k.series in wanted]
+        if args.results:
+            os.makedirs(args.results, exist_ok=True)
+            run_dir = os.path.abspath(args.results)
+        else:
+            run_dir = tempfile.mkdtemp(prefix="dmabuf-inspect-lab-", dir=SHARED_DIR)
+    except LabError as exc:
+        print(f"lab: LAB FAILURE: {exc}", flush=True)
+        print("0 passed, 0 failed", flush=True)
+        return 1
+
+    lock = open(LOCK, "w")  # noqa: SIM115 - held until the process exits
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"lab: another lab run holds {LOCK}; waiting for it", flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+    results: list[Result] = []
+    for kernel in kernels:
+        result = run_kernel(kernel, args, run_dir)
+        report(result)
+        results.append(result)
+        if not result.ok and not args.keep_going:
+            break
+
+    print("lab: ===== summary", flush=True)
+    for result in results:
+        report(result, with_tail=False)
+    for kernel in kernels[len(results) :]:
+        print(f"lab: {kernel.version}: NOT RUN (an earlier kernel failed; --keep-going runs it)", flush=True)
+    passed = sum(r.passed for r in results)
+    failed = sum(r.failed + r.errors + r.skipped for r in results)
+    all_ok = len(results) == len(kernels) and all(r.ok for r in results)
+    print(f"lab: {'PASSED' if all_ok else 'FAILED'}; results in {run_dir}", flush=True)
+    print(f"{passed} passed, {failed} failed", flush=True)
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""mmapcost and `dmabuf-inspect bench` without dma-bufs: sizes, statistics, baselines, JSON shape."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from dmabuf_inspect import mmapcost
+from dmabuf_inspect.commands import bench
+from dmabuf_inspect.errors import NotADmabufError, UsageError
+from dmabuf_inspect.roots import Roots
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("4K", 4096), ("64k", 65536), ("1M", 1 << 20), ("16MiB", 16 << 20), ("64M", 64 << 20), ("8192", 8192)],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert mmapcost.parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["3K", "0", "-4K", "4X", "", "1.5M", "K"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(UsageError):
+        mmapcost.parse_size(text)
+
+
+def test_parse_sizes() -> None:
+    assert mmapcost.parse_sizes("4K, 1M,") == (4096, 1 << 20)
+    with pytest.raises(UsageError):
+        mmapcost.parse_sizes(" , ")
+
+
+def test_spread() -> None:
+    s = mmapcost.Spread.of([5, 1, 3, 2, 4])
+    assert (s.median, s.q1, s.q3, s.min, s.max, s.n) == (3, 2, 4, 1, 5, 5)
+    one = mmapcost.Spread.of([7])
+    assert (one.median, one.q1, one.q3, one.n) == (7, 7, 7, 1)
+    with pytest.raises(ValueError):
+        mmapcost.Spread.of([])
+
+
+def test_passes_cover_a_mebibyte_for_small_sizes() -> None:
+    assert mmapcost.passes_for(4096) == 256
+    assert mmapcost.passes_for(64 << 10) == 16
+    assert mmapcost.passes_for(64 << 20) == 1
+
+
+def test_baselines_are_measured_and_match_the_schema() -> None:
+    report = mmapcost.run_bench(sizes=(4096, 64 << 10), repeat=3)
+    assert [t.target for t in report.targets] == ["anon", "memfd"]
+    for t in report.targets:
+        assert t.kind == "baseline" and t.exporter is None and t.error is None
+        assert [s.size_bytes for s in t.sizes] == [4096, 64 << 10]
+        for s in t.sizes:
+            assert s.error is None and s.sync_pair_ns is None
+            for spread in (s.mmap_ns, s.first_touch_ns_per_page, s.write_mib_s, s.read_mib_s):
+                assert spread is not None and spread.n == 3
+                assert 0 < spread.min <= spread.q1 <= spread.median <= spread.q3 <= spread.max
+    doc = report_json(report)
+    assert doc["schema"] == "dmabuf-inspect-bench/1" and doc["page_size"] == os.sysconf("SC_PAGE_SIZE")
+
+
+def report_json(report: mmapcost.BenchReport) -> dict[str, object]:
+    doc = json.loads(json.dumps(mmapcost.report_to_dict(report)))
+    with open(mmapcost.schema_path()) as f:
+        jsonschema.validate(doc, json.load(f))
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_measure_fd_refuses_a_non_dmabuf() -> None:
+    r, w = os.pipe()
+    try:
+        with pytest.raises(NotADmabufError):
+            mmapcost.measure_fd(r, None, 1)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_missing_devices_are_reported_per_target(tmp_path: Path) -> None:
+    report = mmapcost.run_bench(
+        exporters=["udmabuf", "system"], sizes=(4096,), repeat=1, dev_root=str(tmp_path), baselines=()
+    )
+    u, s = report.targets
+    assert u.error is not None and u.error.startswith(f"Opening {tmp_path}/udmabuf: No such file")
+    assert s.error is not None and s.error.startswith("Opening dma-buf heap system")
+    assert u.sizes == () and s.sizes == ()
+    report_json(report)
+
+
+def _args(tmp_path: Path, **kw: object) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args([])
+    args.roots = Roots(dev_root=str(tmp_path), sys_root=str(tmp_path))
+    for k, v in kw.items():
+        setattr(args, k, v)
+    return args
+
+
+def test_bench_command_without_dmabufs_fails_with_a_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = bench.run(_args(tmp_path, size="4K", repeat=1))
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert "udmabuf  (exp_name -, class -)" in out and "not measured: Opening" in out
+    assert "anon  (baseline)" in out and "memfd  (baseline)" in out
+    assert "4 KiB" in out
+    assert "no dma-buf could be measured" in err
+
+
+def test_bench_command_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = bench.run(_args(tmp_path, size="4K", repeat=1, json=True, exporter="udmabuf"))
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    assert [t["target"] for t in doc["targets"]] == ["udmabuf", "anon", "memfd"]
+    with open(mmapcost.schema_path()) as f:
+        jsonschema.validate(doc, json.load(f))
+
+
+def test_bench_command_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        bench.run(_args(tmp_path, size="3K"))
+    with pytest.raises(UsageError):
+        bench.run(_args(tmp_path, exporter=" , "))
+    with pytest.raises(UsageError):
+        bench.run(_args(tmp_path, size="4K", repeat=0, exporter="udmabuf"))
