@@ -3,8 +3,15 @@
 Run as root in the kernel lab (it allocates udmabufs and system-heap buffers):
 
     vng --run /boot/vmlinuz-6.12.107+deb13-amd64 --disable-kvm --disable-microvm --user root \\
-        --qemu-opts="-cpu max" --rwdir /tmp \\
+        --qemu-opts="-cpu max -icount shift=0,sleep=off" --rwdir /tmp \\
         --exec "cd /work/main && /root/.pyenv/versions/3.11.7/bin/python3 benchmarks/bench_mmap.py"
+
+Under plain TCG (no -icount) the guest's clock is the host's, so on a shared 2-core host every
+other VM's load lands in the figures: the medians of two runs then differed by up to 1.5-3x on
+some figures. With -icount shift=0 the guest clock advances one nanosecond per emulated
+instruction: the figures count the work done (the kernel's mmap and fault paths, SYNC, libc
+loops) independently of the host, and repeat to within a fraction of a percent. They say nothing
+about caches or memory types, which TCG does not model; on real hardware run it without a VM.
 
 Both runs happen in this process, one after the other, each with its own anon and memfd
 baselines. Every median of every figure, size and target is compared: |run2 - run1| / run1,
@@ -46,7 +53,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exporter", default="udmabuf,system")
     parser.add_argument("--size", default="4K,64K,1M,16M,64M")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--limit", type=float, default=15.0, help="percent (default 15)")
     parser.add_argument("--json", metavar="FILE", help="also write both reports and the comparison here")
     args = parser.parse_args()

@@ -223,6 +223,59 @@ def _entry(row: _Row, body: list[bytes], header: _Header, texts: _Texts) -> BufI
     )
 
 
+_FAST_HEAD = re.compile(
+    rb"\n?Dma-buf Objects:\nsize *\tflags *\tmode *\tcount *\texp_name\tino *(\tname)?\n"
+)
+_FAST_ENTRY = re.compile(
+    _N + rb"\t" + _X + rb"\t" + _X + rb"\t(-?\d{1,20})\t([^\t\n]*)\t" + _N + rb"\t([^\t\n]*)\n"
+    rb"((?:\t[^\n]*\n)*?)"  # fence lines
+    rb"\tAttached Devices:\n"
+    rb"((?:\t[^\n]*\n)*)"  # device lines
+    rb"Total \d{1,20} devices attached\n\n*"
+)
+_FAST_TAIL = re.compile(rb"\n*Total " + _N + rb" objects, " + _N + rb" bytes\n")
+
+
+def _parse_fast(raw: bytes) -> BufInfo | None:
+    """The common case of 5.3+ in one pass: every object well-formed, no tab or newline in a
+    name, every fence line a fence. None when anything is unusual: the full parser decides then."""
+    head = _FAST_HEAD.match(raw)
+    if head is None:
+        return None
+    name_column = head.group(1) is not None
+    texts = _Texts()
+    entries: list[BufInfoEntry] = []
+    match = _FAST_ENTRY.match
+    pos = head.end()
+    while (m := match(raw, pos)) is not None:
+        size, flags, mode, count, exp, inode, name, fence_blob, dev_blob = m.groups()
+        if _MARKER in dev_blob:
+            return None  # a device or name imitating the marker: the line parser takes the last one
+        fences: tuple[Fence, ...] = ()
+        if fence_blob:
+            if _MARKER in fence_blob:
+                return None
+            found = [_fence(line, texts) for line in fence_blob[:-1].split(b"\n")]
+            if None in found:
+                return None
+            fences = tuple(f for f in found if f is not None)
+        attachments = (
+            tuple(texts[d[1:]] for d in dev_blob[:-1].split(b"\n") if d.strip()) if dev_blob else ()
+        )
+        entries.append(
+            BufInfoEntry(
+                int(size), int(flags, 16), int(mode, 16), int(count), texts[exp], int(inode),
+                None if name == b"" or (name == b"<none>" and name_column) else name.decode("utf-8", "surrogateescape"),
+                fences, attachments,
+            )
+        )
+        pos = m.end()
+    tail = _FAST_TAIL.fullmatch(raw, pos)
+    if tail is None:
+        return None
+    return BufInfo(tuple(entries), int(tail.group(1)), int(tail.group(2)))
+
+
 def parse_bufinfo(data: bytes | str) -> BufInfo:
     """Parse bufinfo text of any kernel since 3.10.
 
@@ -234,6 +287,14 @@ def parse_bufinfo(data: bytes | str) -> BufInfo:
     raw = _as_bytes(data)
     if not raw.strip():
         raise BufinfoParseError("empty dma_buf/bufinfo")
+    fast = _parse_fast(raw)
+    if fast is not None:
+        return fast
+    return _parse_lines(raw)
+
+
+def _parse_lines(raw: bytes) -> BufInfo:
+    """parse_bufinfo() line by line: every format, names with newlines, garbage skipped."""
     lines = raw.split(b"\n")
     lines.pop()  # "" after the last newline, or an unterminated (cut) line
     n = len(lines)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from . import classes
 from .errors import DmabufInspectError, NotADmabufError
-from .fdinfo import FdinfoParseError, parse_fdinfo
 from .textsafe import escape
 
 DMA_BUF_MAGIC = 0x444D4142  # include/uapi/linux/magic.h
@@ -229,6 +228,15 @@ def classify(pid: int, fd: int, proc_root: str = "/proc", dev_root: str = "/dev"
     # the link reads /dmabuf:NAME since 5.3, anon_inode:dmabuf before
     if not (target.startswith("/dmabuf:") or target == "anon_inode:dmabuf"):
         raise NotADmabufError(f"{where} is not a dma-buf: it is {escape(target)}")
+    live = os.path.realpath(proc_root) == "/proc"
+    if live and _dmabuf_dev is not None:  # a file really named /dmabuf:x is not on that filesystem
+        try:
+            if os.stat(link_path).st_dev != _dmabuf_dev:
+                raise NotADmabufError(f"{where} is not a dma-buf: it is a file named {escape(target)}")
+        except OSError:
+            pass
+    from .fdinfo import FdinfoParseError, parse_fdinfo
+
     try:
         with open(os.path.join(base, "fdinfo", str(fd)), "rb") as f:
             data = f.read()
@@ -243,7 +251,7 @@ def classify(pid: int, fd: int, proc_root: str = "/proc", dev_root: str = "/dev"
     inode = fdinfo.inode
     if inode is None:  # fdinfo has ino: only since 5.14; the live link's target has it
         try:
-            inode = os.stat(link_path).st_ino if os.path.realpath(proc_root) == "/proc" else None
+            inode = os.stat(link_path).st_ino if live else None
         except OSError:
             inode = None
     cls = _lookup(fdinfo.exp_name, dev_root)

@@ -50,14 +50,19 @@ def _contained(root: str, path: str) -> str:
 
 def read_bytes(root: str, path: str, *, live: bool, limit: int = 1 << 24) -> bytes:
     """Read a whole file under `root`; in a capture, refuse what resolves outside it."""
+    flags = os.O_RDONLY | os.O_CLOEXEC
     if not live:
         path = _contained(root, path)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        flags |= os.O_NONBLOCK  # a FIFO in a capture must not hang the scan
+    fd = os.open(path, flags)
     try:
         chunks = []
         total = 0
         while total < limit:
-            chunk = os.read(fd, 65536)
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
             if not chunk:
                 break
             chunks.append(chunk)

@@ -36,7 +36,7 @@ from .model import (
     Udmabuf,
 )
 from .procinfo import identify
-from .roots import Roots, listdir, read_bytes
+from .roots import OutsideRootError, Roots, listdir, read_bytes
 from .sysfs import read_sysfs_buffers
 
 _DMABUF_PREFIX = "/dmabuf:"
@@ -240,6 +240,8 @@ def _kernel_release(roots: Roots, live: bool) -> str:
 
 
 def _unavailable(exc: OSError, what: str) -> str:
+    if isinstance(exc, OutsideRootError):
+        return f"unavailable: {exc} (refused: a captured tree may not lead outside itself)"
     if isinstance(exc, PermissionError):
         return f"unavailable: permission denied reading {what} (run as root)"
     if isinstance(exc, FileNotFoundError):
@@ -275,7 +277,7 @@ def _read_sysfs(roots: Roots, live: bool, sources: dict[str, str]) -> list[Sysfs
         found = read_sysfs_buffers(roots.sys_root, live=live)
     except OSError as exc:
         sources["sysfs"] = (
-            f"unavailable: {path} does not exist (CONFIG_DMABUF_SYSFS_STATS, removed in 6.10)"
+            f"unavailable: {path} does not exist (CONFIG_DMABUF_SYSFS_STATS, deprecated since 5.19)"
             if isinstance(exc, FileNotFoundError)
             else _unavailable(exc, path)
         )
@@ -285,7 +287,7 @@ def _read_sysfs(roots: Roots, live: bool, sources: dict[str, str]) -> list[Sysfs
 
 
 def _read_devices(roots: Roots, live: bool, sources: dict[str, str]) -> tuple[tuple[Heap, ...], Udmabuf]:
-    heaps = devices.read_heaps(roots.dev_root, live=live)
+    heaps = devices.read_heaps(roots.dev_root, live=live, sys_root=roots.sys_root)
     sources["heaps"] = (
         "ok" if heaps else f"unavailable: no heaps in {roots.dev_root}/dma_heap (CONFIG_DMABUF_HEAPS)"
     )

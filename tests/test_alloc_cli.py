@@ -324,6 +324,13 @@ def test_run_refuses_long_name_before_allocating(tmp_path: Path, fakes: Fakes) -
     assert fakes.made == []
 
 
+def test_run_refuses_a_captured_tree(tmp_path: Path, fakes: Fakes) -> None:
+    roots = make_tree(tmp_path)
+    with pytest.raises(UsageError, match="cannot use a captured --tree"):
+        alloc.run(namespace(roots, heap="system", tree=str(tmp_path)))
+    assert fakes.made == []
+
+
 def test_run_default_hold_off_a_terminal_is_zero(tmp_path: Path, fakes: Fakes) -> None:
     roots = make_tree(tmp_path)
     assert alloc.run(namespace(roots, heap="system", hold=None)) == 0

@@ -45,10 +45,11 @@ def test_spread() -> None:
         mmapcost.Spread.of([])
 
 
-def test_passes_cover_a_mebibyte_for_small_sizes() -> None:
-    assert mmapcost.passes_for(4096) == 256
-    assert mmapcost.passes_for(64 << 10) == 16
+def test_blocks_cover_256_kib_and_the_best_of_k_is_kept() -> None:
+    assert mmapcost.passes_for(4096) == 64
+    assert mmapcost.passes_for(64 << 10) == 4
     assert mmapcost.passes_for(64 << 20) == 1
+    assert mmapcost.best_of(16 << 20) == 3 and mmapcost.best_of(64 << 20) == 2
 
 
 def test_baselines_are_measured_and_match_the_schema() -> None:

@@ -189,6 +189,8 @@ def _drain_signals() -> None:
 
 def run(args: argparse.Namespace) -> int:
     roots: Roots = args.roots
+    if getattr(args, "tree", None):
+        raise UsageError("alloc makes buffers on this machine; it cannot use a captured --tree")
     name: str | None = args.name
     if name is not None:
         try:

@@ -1,14 +1,19 @@
 """The Textual front end (`dmabuf-inspect tui`). The only package that imports textual.
 
-`run_tui` imports the app lazily, so importing this package (as the CLI does) stays cheap.
+Importing this package does not import textual: `make_app` and `run_tui` import the app when
+called, so the CLI stays quick for every other command.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from typing import TYPE_CHECKING
 
 from ..roots import Roots
+
+if TYPE_CHECKING:
+    from .app import DmabufInspectApp
 
 
 def source_label(roots: Roots) -> str:
@@ -21,12 +26,15 @@ def source_label(roots: Roots) -> str:
     return f"capture {os.path.dirname(proc) if os.path.basename(proc) == 'proc' else proc}"
 
 
-def run_tui(roots: Roots, interval_s: float) -> int:
-    """Run the TUI on this terminal until the user quits; returns the exit code."""
+def make_app(roots: Roots, interval_s: float) -> DmabufInspectApp:
+    """The app, scanning `roots` with `snapshot.collect` every `interval_s` seconds."""
     from ..snapshot import collect
     from .app import DmabufInspectApp
 
-    collector = functools.partial(collect, roots)
-    app = DmabufInspectApp(collector, interval_s=interval_s, source=source_label(roots))
-    result = app.run()
+    return DmabufInspectApp(functools.partial(collect, roots), interval_s=interval_s, source=source_label(roots))
+
+
+def run_tui(roots: Roots, interval_s: float) -> int:
+    """Run the TUI on this terminal until the user quits; returns the exit code."""
+    result = make_app(roots, interval_s).run()
     return 0 if result is None else int(result)

@@ -23,6 +23,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from ..errors import describe_oserror
 from ..model import Snapshot
+from ..textsafe import escape
 from .export import ViewState, export_document, write_export
 from .screens import BufferScreen, HelpScreen, MainScreen, ViewScreen
 from .viewdata import ViewData, prepare
@@ -73,7 +74,6 @@ class DmabufInspectApp(App[int]):
         export_dir: str | None = None,
         mmap_costs: Mapping[int, str] | None = None,
         cursor_blink: bool = True,
-        show_timing: bool = False,
     ) -> None:
         super().__init__()
         self.collector = collector
@@ -83,7 +83,6 @@ class DmabufInspectApp(App[int]):
         # inode -> what touching it from the CPU costs, filled by whoever measured it; may stay empty
         self.mmap_costs: dict[int, str] = dict(mmap_costs or {})
         self.cursor_blink = cursor_blink
-        self.show_timing = show_timing
         self.view: ViewData | None = None
         """The snapshot on screen, indexed; None until the first scan is in."""
         self.paused = False
@@ -168,6 +167,14 @@ class DmabufInspectApp(App[int]):
                     screen.update_chrome()
         self.last_apply_s = time.perf_counter() - t0
 
+    def set_mmap_cost(self, inode: int, text: str) -> None:
+        """Record what touching buffer `inode` from the CPU costs; an open detail screen shows it."""
+        self.mmap_costs[inode] = text
+        if self.view is not None:
+            for screen in self.screen_stack:
+                if isinstance(screen, BufferScreen) and screen.inode == inode and screen.is_mounted:
+                    screen.show_view(self.view)
+
     def _update_chrome(self) -> None:
         for screen in self.screen_stack:
             if isinstance(screen, ViewScreen) and screen.is_mounted:
@@ -232,7 +239,7 @@ class DmabufInspectApp(App[int]):
         if message.path is not None:
             self.last_export = message.path
             self.last_export_error = None
-            self.notify(f"Exported to {message.path}", timeout=4, markup=False)
+            self.notify(f"Exported to {escape(message.path)}", timeout=4, markup=False)
         else:
             self.last_export_error = message.error or "export failed"
-            self.notify(self.last_export_error, severity="error", timeout=6, markup=False)
+            self.notify(escape(self.last_export_error), severity="error", timeout=6, markup=False)

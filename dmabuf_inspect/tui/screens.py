@@ -80,7 +80,6 @@ class ViewScreen(Screen[None]):
             paused=app.paused,
             interval_s=app.interval_s,
             scanning=app.scanning,
-            prepare_s=view.prepare_s if view and app.show_timing else None,
         )
         summary = Text(f"{first}\n{second}", no_wrap=True, overflow="ellipsis")
         self.query_one("#summary", Static).update(summary)

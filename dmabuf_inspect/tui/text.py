@@ -34,7 +34,6 @@ def header_lines(
     paused: bool,
     interval_s: float,
     scanning: bool,
-    prepare_s: float | None = None,
 ) -> tuple[str, str]:
     """Two header lines: what is held where, then the state of the live refresh."""
     if snap is None:
@@ -61,8 +60,6 @@ def header_lines(
     parts.append(state)
     if scanning:
         parts.append("scanning…")
-    if prepare_s is not None:
-        parts.append(f"indexed in {prepare_s * 1000:.0f} ms")
     return first, " · ".join(parts)
 
 
@@ -83,10 +80,16 @@ def banner_lines(snap: Snapshot | None, error: str | None = None) -> list[str]:
 
 
 def fence_text(f: Fence) -> str:
-    state = "signalled" if f.signaled else "unsignalled"
-    ctx = f"ctx {escape(f.context)} " if f.context else ""
-    seq = f"seq {escape(f.seqno)} " if f.seqno else ""
-    return f"{escape(f.usage)}: {escape(f.driver)} {escape(f.timeline)} {ctx}{seq}{state}"
+    """`write: vgem unbound seq 1 unsignalled`; parts the kernel left empty are left out
+    (7.3 prints no driver or timeline for a signalled fence)."""
+    parts = [
+        escape(f.driver) if f.driver else "",
+        escape(f.timeline) if f.timeline else "",
+        f"ctx {escape(f.context)}" if f.context else "",
+        f"seq {escape(f.seqno)}" if f.seqno else "",
+        "signalled" if f.signaled else "unsignalled",
+    ]
+    return f"{escape(f.usage)}: " + " ".join(p for p in parts if p)
 
 
 def buffer_facts(b: Buffer, change: Change, cost: str | None, *, bufinfo_ok: bool) -> list[tuple[str, str]]:

@@ -62,9 +62,12 @@ class Result:
     pytest_rc: int | None = None
     seconds: float = 0.0
     log_tail: list[str] = field(default_factory=list)
+    capture: bool = False  # --capture-fixtures: no tests, only the capture
 
     @property
     def ok(self) -> bool:
+        if self.capture:
+            return self.problem is None
         return self.problem is None and self.tests > 0 and self.failed == 0 and self.errors == 0 and self.skipped == 0
 
 
@@ -111,13 +114,20 @@ def installed_kernels() -> list[Kernel]:
     return [found[s] for s in LAB_KERNELS if s in found]
 
 
-def guest_script(kernel: Kernel, results: str, pytest_args: list[str]) -> str:
-    q = shlex.quote
-    pytest_cmd = [
+def pytest_command(results: str, pytest_args: list[str]) -> list[str]:
+    return [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=",
         "-m", "kernel", "tests/kernel", "-v", "-rfEs",
         f"--junitxml={results}/junit.xml", *pytest_args,
     ]  # fmt: skip
+
+
+def capture_command(results: str, kernel: Kernel) -> list[str]:
+    return [sys.executable, "tests/kernel/capture_lab.py", f"{results}/lab-{kernel.series}"]
+
+
+def guest_script(kernel: Kernel, results: str, command: list[str]) -> str:
+    q = shlex.quote
     return f"""#!/bin/bash
 # Written by run_lab.py; runs inside the guest as root.
 set -u
@@ -135,17 +145,17 @@ fi
 cd {q(CHECKOUT)}
 export PYTHONPATH={q(CHECKOUT)}${{PYTHONPATH:+:$PYTHONPATH}}
 export PYTHONDONTWRITEBYTECODE=1
-export {"DMABUF_INSPECT_LAB"}=1
+export DMABUF_INSPECT_LAB=1  # conftest.py: a kernel test that cannot run fails, never skips
 export LAB_RESULTS={q(results)}
 export HOME={q(results)}/home; mkdir -p "$HOME"
 # /tmp is the host's, over 9p, where an unlinked open file cannot be truncated (pytest's capture
 # files are): temporary files stay in the guest's own tmpfs.
 export TMPDIR=/var/tmp
 export HYPOTHESIS_STORAGE_DIRECTORY=/var/tmp/hypothesis
-{" ".join(q(a) for a in pytest_cmd)}
+{" ".join(q(a) for a in command)}
 rc=$?
 echo $rc > {q(results)}/pytest.rc
-echo "lab-guest: pytest exited $rc"
+echo "lab-guest: {os.path.basename(command[2 if command[1] == "-m" else 1])} exited $rc"
 exit $rc
 """
 
@@ -174,12 +184,13 @@ def _stream(proc: subprocess.Popen[str], log: str, tail: deque[str], prefix: str
 
 
 def run_kernel(kernel: Kernel, args: argparse.Namespace, run_dir: str) -> Result:
-    result = Result(kernel)
+    result = Result(kernel, capture=args.capture_fixtures)
     results = os.path.join(run_dir, kernel.version)
     os.makedirs(results)
     script = os.path.join(results, "guest.sh")
+    command = capture_command(results, kernel) if args.capture_fixtures else pytest_command(results, args.pytest_args)
     with open(script, "w") as f:
-        f.write(guest_script(kernel, results, args.pytest_args))
+        f.write(guest_script(kernel, results, command))
     cmd = [
         args.vng, "--run", kernel.vmlinuz, "--disable-kvm", "--disable-microvm", "--user", "root",
         "--qemu-opts=-cpu max", "--memory", args.memory, "--cpus", str(args.cpus),
@@ -224,6 +235,10 @@ def run_kernel(kernel: Kernel, args: argparse.Namespace, run_dir: str) -> Result
     if os.path.exists(rc_file):
         with open(rc_file) as f:
             result.pytest_rc = int(f.read().strip() or -1)
+    if args.capture_fixtures:
+        if result.problem is None:
+            result.problem = copy_fixture(kernel, results, result.pytest_rc)
+        return result
     if os.path.exists(junit):
         read_junit(junit, result)
     elif result.problem is None:
@@ -236,6 +251,18 @@ def run_kernel(kernel: Kernel, args: argparse.Namespace, run_dir: str) -> Result
     return result
 
 
+def copy_fixture(kernel: Kernel, results: str, rc: int | None) -> str | None:
+    """Put the guest's capture into fixtures/lab-SERIES; the problem, or None."""
+    made = os.path.join(results, f"lab-{kernel.series}")
+    if rc != 0 or not os.path.isfile(os.path.join(made, "README.md")):
+        return f"capture_lab.py exited {rc} and wrote no {made}/README.md"
+    dest = os.path.join(CHECKOUT, "fixtures", f"lab-{kernel.series}")
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(made, dest, symlinks=True)
+    print(f"lab: {kernel.version}: capture copied to {dest}", flush=True)
+    return None
+
+
 def report(result: Result, *, with_tail: bool = True) -> None:
     k = result.kernel
     counts = (
@@ -243,6 +270,8 @@ def report(result: Result, *, with_tail: bool = True) -> None:
         f"{result.errors} errors, {result.skipped} skipped"
     )
     status = "OK" if result.ok else "FAILED"
+    if result.capture:
+        counts = f"capture into fixtures/lab-{k.series}"
     print(f"lab: {k.version}: {status}: {counts} ({result.seconds:.0f}s)", flush=True)
     if result.problem:
         print(f"lab: {k.version}: LAB FAILURE: {result.problem}", flush=True)
@@ -262,11 +291,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--skip-setup", action="store_true", help="use the installed kernels as they are")
     parser.add_argument("--keep-going", action="store_true", help="run later kernels after one fails")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression, passed to the guest")
-    parser.add_argument("--memory", default="2G", help="guest memory (default 2G)")
+    parser.add_argument("--memory", default="4G", help="guest memory (default 4G)")
     parser.add_argument("--cpus", type=int, default=2, help="guest CPUs (default 2)")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per VM (default 1200)")
     parser.add_argument("--results", help="results directory (default: a new one under /tmp)")
     parser.add_argument("--quiet", action="store_true", help="do not echo the VM's output")
+    parser.add_argument(
+        "--capture-fixtures",
+        action="store_true",
+        help="instead of the tests: build the e2e scene and capture it into fixtures/lab-SERIES",
+    )
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
     args = parser.parse_args(argv)
     if args.keyword:

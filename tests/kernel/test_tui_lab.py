@@ -64,7 +64,8 @@ async def test_tui_finds_the_scene_on_screen() -> None:
             detail = app.screen
             assert isinstance(detail, BufferScreen) and detail.inode == signaled
             text = _screen_text(app)
-            assert "gpu-prime" in text and re.search(r"write: vgem .*\bsignalled", text), text
+            # 7.3 prints no driver or timeline for a signalled fence, 6.12 does (vgem unbound)
+            assert "gpu-prime" in text and re.search(r"^ write: .*\bsignalled", text, re.M), text
             await pilot.press("escape")
 
             assert screen.processes.move_cursor_to_key(KERNEL_PID)

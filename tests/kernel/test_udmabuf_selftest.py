@@ -349,7 +349,20 @@ def test_alloc_cli_holds_udmabufs_until_sigterm() -> None:
             proc.wait()
 
 
-def test_alloc_cli_refuses_over_size_limit() -> None:
+@pytest.fixture
+def size_limit_64() -> Iterator[None]:
+    """udmabuf's size_limit_mb at its historical default of 64 for the test (kernels differ), then restored."""
+    path = "/sys/module/udmabuf/parameters/size_limit_mb"
+    with open(path) as f:
+        before = f.read().strip()
+    with open(path, "w") as f:
+        f.write("64")
+    yield
+    with open(path, "w") as f:
+        f.write(before)
+
+
+def test_alloc_cli_refuses_over_size_limit(size_limit_64: None) -> None:
     result = subprocess.run(
         [*DMABUF_INSPECT, "alloc", "--udmabuf", "--size", "65M", "--hold", "0"],
         capture_output=True,

@@ -16,6 +16,8 @@ from tui_helpers import keys, main_screen, marks, rescan, screen_text, settle
 
 from dmabuf_inspect.cli import main as cli_main
 from dmabuf_inspect.model import Snapshot
+from dmabuf_inspect.roots import Roots
+from dmabuf_inspect.tui import make_app as make_tui_app
 from dmabuf_inspect.tui.app import DmabufInspectApp
 from dmabuf_inspect.tui.diff import KERNEL_PID
 from dmabuf_inspect.tui.screens import BufferScreen, HelpScreen
@@ -161,6 +163,10 @@ async def test_detail_screen_follows_refreshes() -> None:
         detail = app.screen
         assert isinstance(detail, BufferScreen) and detail.inode == 1002
         assert "count 3: 2 fd + 1 mapping" in screen_text(app)
+        assert "mmap cost    not measured" in screen_text(app)
+        app.set_mmap_cost(1002, "read 9.1 GB/s (cached)")  # the hook a measurement fills
+        await pilot.pause()
+        assert "mmap cost    read 9.1 GB/s (cached)" in screen_text(app)
         await rescan(pilot)
         assert "Since last   grew" in screen_text(app)
         assert "count 4: 3 fd + 1 mapping" in screen_text(app)
@@ -360,3 +366,22 @@ def test_importing_the_command_or_package_does_not_import_textual() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     assert out.stdout.strip() == "False"
+
+
+async def test_browse_a_capture_with_the_real_collector() -> None:
+    tree = Path(__file__).parents[2] / "fixtures" / "k6.12"
+    app = make_tui_app(Roots.from_tree(str(tree)), 3600)
+    assert app.source == f"capture {tree}"
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = main_screen(app)
+        assert keys(screen.processes) == [KERNEL_PID, 1204, 812, 1350]  # 16 MiB only the kernel holds
+        text = screen_text(app)
+        assert f"capture {tree}" in text and "5 buffers · 23.1 MiB total" in text
+        assert "16.0 MiB kernel-only" in text and "camera-app" in text
+        screen.processes.move_cursor_to_key(812)
+        await pilot.press("enter", "enter")  # weston's one buffer, shared with camera-app
+        text = screen_text(app)
+        for expected in ("Name         camera-preview", "Kernel-held  1", "0000:00:02.0", "read: ", "signalled",
+                         "Holders (2 processes)"):
+            assert expected in text, expected

@@ -10,10 +10,11 @@ import pytest
 from tui_fakes import PROCS, TAKEN_AT, MiB, Proc, buf, scene_after, scene_before, snapshot, synthetic
 
 from dmabuf_inspect.jsonout import load_schema
+from dmabuf_inspect.model import Fence
 from dmabuf_inspect.textsafe import escape as textsafe_escape
 from dmabuf_inspect.tui.diff import KERNEL_PID, Change, diff_snapshots
 from dmabuf_inspect.tui.export import SCHEMA_ID, TableState, ViewState, export_document, write_export
-from dmabuf_inspect.tui.text import banner_lines, buffer_facts, header_lines, heap_lines, plural
+from dmabuf_inspect.tui.text import banner_lines, buffer_facts, fence_text, header_lines, heap_lines, plural
 from dmabuf_inspect.tui.viewdata import (
     BUFFER_COLUMNS,
     PROCESS_COLUMNS,
@@ -156,6 +157,12 @@ def test_header_banner_and_facts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert facts["References"] == "count 5: 3 fd + 1 mapping"
     assert heap_lines(snap) == ["system  /dev/dma_heap/system 253:0", "udmabuf  /dev/udmabuf",
                                 "  size_limit_mb 64 · list_limit 1024"]
+
+
+def test_fence_text_in_every_kernel_form() -> None:
+    assert fence_text(Fence("write", "vgem", "unbound", "1", None, False)) == "write: vgem unbound seq 1 unsignalled"
+    assert fence_text(Fence("exclusive", "i915", "ring", "", None, True)) == "exclusive: i915 ring signalled"
+    assert fence_text(Fence("kernel", "", "", "12", "7", True)) == "kernel: ctx 7 seq 12 signalled"  # 7.3
 
 
 def test_export_document_holds_the_view_and_the_snapshot(tmp_path: object) -> None:

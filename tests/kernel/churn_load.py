@@ -1,0 +1,106 @@
+"""The churn load of test_churn.py, as its own small process (forking 100 children from pytest
+would copy pytest's memory 100 times over in a 2 GiB guest).
+
+    python3 churn_load.py PROCESSES LOG_PATH
+
+Each child loops until the parent (this process) is killed: allocates 1-4 system-heap or udmabuf
+buffers, logs `INODE SIZE EXPORTER` for each, maps some, passes one to its partner over a unix
+socket, sometimes forks a short-lived child, then frees them all. Prints `ready` once started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import mmap
+import os
+import random
+import signal
+import socket
+import sys
+import time
+
+from dmabuf_inspect import uapi
+
+SIZES = (4096, 8192, 65536)
+F_ADD_SEALS, F_SEAL_SHRINK = 1033, 0x0002
+
+
+def heap_alloc(heap_fd: int, size: int) -> int:
+    buf = bytearray(bytes(uapi.dma_heap_allocation_data(len=size, fd=0, fd_flags=os.O_RDWR | os.O_CLOEXEC)))
+    fcntl.ioctl(heap_fd, uapi.DMA_HEAP_IOCTL_ALLOC, buf)
+    return int(uapi.dma_heap_allocation_data.from_buffer(buf).fd)
+
+
+def udmabuf_alloc(dev_fd: int, size: int) -> int:
+    memfd = os.memfd_create("churn", os.MFD_ALLOW_SEALING | os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(memfd, size)
+        fcntl.fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK)
+        arg = bytearray(bytes(uapi.udmabuf_create(memfd=memfd, flags=uapi.UDMABUF_FLAGS_CLOEXEC, offset=0, size=size)))
+        return int(fcntl.ioctl(dev_fd, uapi.UDMABUF_CREATE, arg))
+    finally:
+        os.close(memfd)
+
+
+def churn(seed: int, log_fd: int, sock: socket.socket) -> None:
+    rng = random.Random(seed)
+    heap_fd = os.open("/dev/dma_heap/system", os.O_RDWR | os.O_CLOEXEC)
+    dev_fd = os.open("/dev/udmabuf", os.O_RDWR | os.O_CLOEXEC)
+    sock.setblocking(False)
+    while os.getppid() != 1:
+        held: list[int] = []
+        for _ in range(rng.randint(1, 4)):
+            size = rng.choice(SIZES)
+            udma = rng.random() < 0.4
+            fd = udmabuf_alloc(dev_fd, size) if udma else heap_alloc(heap_fd, size)
+            os.write(log_fd, f"{os.fstat(fd).st_ino} {size} {'udmabuf' if udma else 'system'}\n".encode())
+            held.append(fd)
+        maps = [mmap.mmap(held[0], 4096)] if rng.random() < 0.3 else []
+        if rng.random() < 0.3:
+            with contextlib.suppress(BlockingIOError):
+                socket.send_fds(sock, [b"x"], [held[-1]])
+        try:
+            _, fds, _, _ = socket.recv_fds(sock, 1, 4)
+            for fd in fds:
+                os.close(fd)
+        except BlockingIOError:
+            pass
+        if rng.random() < 0.2:
+            child = os.fork()
+            if child == 0:
+                time.sleep(rng.random() * 0.05)
+                os._exit(0)
+            os.waitpid(child, 0)
+        time.sleep(0.2 + rng.random() * 0.4)
+        for m in maps:
+            m.close()
+        for fd in held:
+            os.close(fd)
+
+
+def main() -> None:
+    processes, log_path = int(sys.argv[1]), sys.argv[2]
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
+    os.setpgid(0, 0)
+    for i in range(0, processes, 2):
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for j, end in ((i, a), (i + 1, b)):
+            if os.fork() == 0:
+                code = 0
+                try:
+                    churn(j, log_fd, end)
+                except BaseException as exc:
+                    code = 1
+                    print(f"churn child {j}: {exc!r}", file=sys.stderr, flush=True)
+                os._exit(code)
+        a.close()
+        b.close()
+    print("ready", flush=True)
+    while True:
+        signal.pause()
+
+
+if __name__ == "__main__":
+    main()

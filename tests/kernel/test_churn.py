@@ -1,0 +1,89 @@
+"""Scans under churn, and no leak in the scanner (issue 6).
+
+100 processes start, allocate and free buffers, pass fds over unix sockets and exit, over and
+over, while 300 scans run. Every scan must finish without an exception, and every buffer it
+reports must have existed with that size and exporter (each allocation is logged by inode).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from dmabuf_inspect.heaps_alloc import DmaHeap
+from dmabuf_inspect.snapshot import collect
+
+pytestmark = pytest.mark.kernel
+
+PROCESSES = int(os.environ.get("CHURN_PROCESSES", "100"))
+SCANS = int(os.environ.get("CHURN_SCANS", "300"))
+LEAK_SCANS = int(os.environ.get("LEAK_SCANS", "1000"))
+
+
+def _start_churn(log_path: Path) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("churn_load.py")), str(PROCESSES),
+                             str(log_path)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_300_scans_under_churn_report_only_real_buffers(tmp_path: Path) -> None:
+    log_path = tmp_path / "allocations"
+    log_path.touch()
+    before = {b.inode: (b.size_bytes, b.exporter) for b in collect().buffers}
+    load = _start_churn(log_path)
+    reported: dict[int, tuple[int, str]] = {}
+    scans = 0
+    try:
+        t0 = time.monotonic()
+        for _ in range(SCANS):
+            snap = collect()  # an exception here fails the test
+            scans += 1
+            if scans % 50 == 0:
+                print(f"churn: {scans} scans in {time.monotonic() - t0:.0f} s", flush=True)
+            assert not snap.denied_pids
+            for b in snap.buffers:
+                if b.size_source != "maps":  # a mapping seen without its fd: size is a lower bound
+                    reported.setdefault(b.inode, (b.size_bytes, b.exporter))
+    finally:
+        load.terminate()  # the load kills its whole process group
+        load.wait(timeout=60)
+    logged: dict[int, tuple[int, str]] = {}
+    for line in log_path.read_text().splitlines():
+        inode, size, exporter = line.split()
+        logged[int(inode)] = (int(size), exporter)
+    assert scans == SCANS
+    assert len(logged) > 1000, f"the churn made only {len(logged)} buffers"
+    churned = {i: v for i, v in reported.items() if i not in before}
+    assert len(churned) > 100, f"scans saw only {len(churned)} churned buffers"
+    wrong = {i: v for i, v in churned.items() if logged.get(i) != v}
+    assert not wrong, f"reported buffers that never existed so: {list(wrong.items())[:5]}"
+    print(f"churn: {SCANS} scans in {time.monotonic() - t0:.0f} s, {len(logged)} buffers churned, "
+          f"{len(churned)} seen by scans, 0 errors")
+
+
+def test_no_fd_or_memory_leak_over_1000_scans() -> None:
+    with DmaHeap.open("system") as heap:
+        held = [heap.alloc(4096) for _ in range(50)]
+        maps = [b.mmap() for b in held[::5]]
+        me = psutil.Process()
+        for _ in range(100):
+            collect()
+        fds_before, rss_before = me.num_fds(), me.memory_info().rss
+        for _ in range(LEAK_SCANS):
+            snap = collect()
+        fds_after, rss_after = me.num_fds(), me.memory_info().rss
+        assert len([b for b in snap.buffers if any(h.pid == os.getpid() for h in b.holders)]) == 50
+        del maps
+        for b in held:
+            b.close()
+    assert fds_after == fds_before
+    assert rss_after - rss_before < 2 * 1024 * 1024, (rss_before, rss_after)
+    print(f"leak check: {LEAK_SCANS} scans, fds {fds_before}->{fds_after}, rss {rss_before}->{rss_after}")
