@@ -17,6 +17,8 @@ def escape(text: str | None, *, none: str = "-") -> str:
     """
     if text is None:
         return none
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text
     out: list[str] = []
     for ch in text:
         o = ord(ch)

@@ -72,7 +72,7 @@ def churn(seed: int, log_fd: int, sock: socket.socket) -> None:
                 time.sleep(rng.random() * 0.05)
                 os._exit(0)
             os.waitpid(child, 0)
-        time.sleep(0.2 + rng.random() * 0.4)
+        time.sleep(2 + rng.random() * 2)  # 100 Python churners must not starve a TCG guest
         for m in maps:
             m.close()
         for fd in held:

@@ -293,7 +293,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-k", dest="keyword", help="pytest -k expression, passed to the guest")
     parser.add_argument("--memory", default="4G", help="guest memory (default 4G)")
     parser.add_argument("--cpus", type=int, default=2, help="guest CPUs (default 2)")
-    parser.add_argument("--timeout", type=int, default=1200, help="seconds per VM (default 1200)")
+    parser.add_argument("--timeout", type=int, default=2400, help="seconds per VM (default 2400)")
     parser.add_argument("--results", help="results directory (default: a new one under /tmp)")
     parser.add_argument("--quiet", action="store_true", help="do not echo the VM's output")
     parser.add_argument(

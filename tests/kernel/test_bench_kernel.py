@@ -70,11 +70,11 @@ def test_system_heap_mmap_populates_every_page() -> None:
 
 def test_bench_an_inherited_fd() -> None:
     with udmabuf.create_with_memfd(64 << 10, cloexec=False) as buf:
-        rc, doc, err = bench("--fd", str(buf.fd), "--size", "4K,64K,1M", "--repeat", "2", pass_fds=(buf.fd,))
+        fd = buf.fd
+        rc, doc, err = bench("--fd", str(fd), "--size", "4K,64K,1M", "--repeat", "2", pass_fds=(fd,))
     assert rc == 0, err
     target = doc["targets"][0]
-    assert (target["target"], target["exporter"], target["exporter_class"]) == (
-        f"fd:{buf.fd}", "udmabuf", "udmabuf")  # fmt: skip
+    assert (target["target"], target["exporter"], target["exporter_class"]) == (f"fd:{fd}", "udmabuf", "udmabuf")
     assert [s["size_bytes"] for s in target["sizes"]] == [4096, 64 << 10]  # 1M is past the buffer
     for s in target["sizes"]:
         well_formed(s, sync=True)

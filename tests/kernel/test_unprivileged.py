@@ -1,0 +1,84 @@
+"""As a normal user, and on a kernel missing pieces: the view degrades, clearly (issue 6)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from dmabuf_inspect.cli import _command_modules, main
+from dmabuf_inspect.heaps_alloc import heap_alloc
+
+pytestmark = pytest.mark.kernel
+NOBODY = 65534
+
+
+def run_as(uid: int, argv: list[str], tmp_path: Path, hold_fd: int | None = None) -> tuple[int, str, str]:
+    """main(argv) in a forked child that keeps `hold_fd` and drops to `uid`."""
+    _command_modules()
+    out_path, err_path = tmp_path / "out", tmp_path / "err"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        pid = os.fork()
+        if pid == 0:
+            code = 99
+            try:
+                sys.stdout = open(out.fileno(), "w", closefd=False)  # noqa: SIM115
+                sys.stderr = open(err.fileno(), "w", closefd=False)  # noqa: SIM115
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                code = main(argv)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out_path.read_text(), err_path.read_text()
+
+
+def test_normal_user_sees_own_buffers_denied_once_and_no_debugfs(tmp_path: Path) -> None:
+    tmp_path.chmod(0o777)
+    with heap_alloc("system", 8192) as buf:
+        code, out, err = run_as(NOBODY, ["dump"], tmp_path, buf.fd)
+    assert code == 0, err
+    assert "Traceback" not in err
+    doc = json.loads(out)
+    mine = [b for b in doc["buffers"] if b["inode"] == buf.inode]
+    assert len(mine) == 1 and mine[0]["size_bytes"] == 8192 and mine[0]["exporter"] == "system"
+    assert doc["sources"]["bufinfo"].startswith("unavailable: ")
+    assert doc["totals"]["kernel_only_bytes"] is None
+    assert doc["denied_pids"] and 1 in doc["denied_pids"]
+    notes = [line for line in err.splitlines() if "could not be read" in line]
+    assert len(notes) == 1 and "run as root" in notes[0]
+    assert sum("debugfs bufinfo unavailable" in line for line in err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["list", "buffers", "heaps", "dump"])
+def test_kernel_without_debugfs_udmabuf_or_heaps_degrades_clearly(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with heap_alloc("system", 4096):
+        code = main(["--debugfs-root", str(empty), "--dev-root", str(empty), "--sys-root", str(empty), command])
+    cap = capsys.readouterr()
+    assert code == 0
+    text = cap.out + cap.err
+    assert "Traceback" not in text
+    if command == "dump":
+        sources = json.loads(cap.out)["sources"]
+        assert sources["bufinfo"].startswith("unavailable: debugfs is not mounted")
+        assert sources["heaps"].startswith("unavailable: no heaps")
+        assert sources["udmabuf"].startswith("unavailable: no ")
+        assert json.loads(cap.out)["buffers"]  # the fd scan still works
+    elif command == "heaps":
+        assert "no dma-buf heaps" in text and "udmabuf: no " in text
+    else:
+        assert "debugfs bufinfo unavailable" in cap.err
