@@ -40,6 +40,7 @@ import re
 
 from . import roots
 from .model import BufInfo, BufInfoEntry, Fence
+from .textsafe import as_bytes as _as_bytes
 
 
 class BufinfoParseError(ValueError):
@@ -66,17 +67,6 @@ _MAX_FENCE_LINES = 16  # a timeline name is at most a 16-byte comm, so at most 1
 _MAX_NAME_LINES = 32  # DMA_BUF_NAME_LEN: at most 31 newlines
 _MAX_DEVICES = 4096  # attachments kept per object; more is no kernel's output
 _MAX_TAIL = 1 << 16  # lines from an object's first marker to its total: fences, devices
-
-
-def _as_bytes(data: bytes | str) -> bytes:
-    if isinstance(data, bytes):
-        return data
-    try:
-        return data.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte: U+FFFD
-        return "".join(
-            "\ufffd" if "\ud800" <= c <= "\udfff" and not "\udc80" <= c <= "\udcff" else c for c in data
-        ).encode("utf-8", "surrogateescape")
 
 
 class _Texts(dict[bytes, str]):

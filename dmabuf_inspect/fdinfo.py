@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from .model import FdInfo
+from .textsafe import as_bytes as _as_bytes
 
 
 class FdinfoParseError(ValueError):
@@ -24,17 +25,6 @@ def _int(value: bytes, base: int = 10) -> int:
         return int(value.strip(), base)
     except ValueError:
         raise FdinfoParseError(f"not a number: {value[:40]!r}") from None
-
-
-def _as_bytes(data: bytes | str) -> bytes:
-    if isinstance(data, bytes):
-        return data
-    try:
-        return data.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte: U+FFFD
-        return "".join(
-            "\ufffd" if "\ud800" <= c <= "\udfff" and not "\udc80" <= c <= "\udcff" else c for c in data
-        ).encode("utf-8", "surrogateescape")
 
 
 def parse_fdinfo(data: bytes | str) -> FdInfo:

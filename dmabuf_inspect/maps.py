@@ -14,23 +14,13 @@ etnaviv swap vm_file to their GEM object, so their mappings never show here.
 from __future__ import annotations
 
 from .model import MapEntry
+from .textsafe import as_bytes as _as_bytes
 
 _MARK = b" /dmabuf:"
 
 
 def _unescape(name: bytes) -> bytes:
     return name.replace(b"\\012", b"\n")
-
-
-def _as_bytes(data: bytes | str) -> bytes:
-    if isinstance(data, bytes):
-        return data
-    try:
-        return data.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte: U+FFFD
-        return "".join(
-            "\ufffd" if "\ud800" <= c <= "\udfff" and not "\udc80" <= c <= "\udcff" else c for c in data
-        ).encode("utf-8", "surrogateescape")
 
 
 def parse_maps(data: bytes | str) -> list[MapEntry]:

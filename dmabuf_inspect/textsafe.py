@@ -41,6 +41,18 @@ def escape(text: str | None, *, none: str = "-") -> str:
     return "".join(out)
 
 
+def as_bytes(data: bytes | str) -> bytes:
+    """Kernel text given as str back to its bytes; a lone surrogate that no byte made is U+FFFD."""
+    if isinstance(data, bytes):
+        return data
+    try:
+        return data.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return "".join(
+            "\ufffd" if "\ud800" <= c <= "\udfff" and not "\udc80" <= c <= "\udcff" else c for c in data
+        ).encode("utf-8", "surrogateescape")
+
+
 def to_bytes(text: str) -> bytes:
     """The exact bytes behind a name decoded with surrogateescape."""
     return text.encode("utf-8", "surrogateescape")

@@ -152,6 +152,12 @@ export HOME={q(results)}/home; mkdir -p "$HOME"
 # files are): temporary files stay in the guest's own tmpfs.
 export TMPDIR=/var/tmp
 export HYPOTHESIS_STORAGE_DIRECTORY=/var/tmp/hypothesis
+package=$({q(sys.executable)} -c 'import dmabuf_inspect, os; print(os.path.dirname(dmabuf_inspect.__file__))')
+if [ "$package" != {q(os.path.join(CHECKOUT, "dmabuf_inspect"))} ]; then
+    echo "lab-guest: ERROR: {sys.executable} imports dmabuf_inspect from $package, not from this checkout"
+    echo 3 > {q(results)}/pytest.rc; exit 3
+fi
+echo "lab-guest: testing $package"
 {" ".join(q(a) for a in command)}
 rc=$?
 echo $rc > {q(results)}/pytest.rc
