@@ -11,4 +11,4 @@ echo "== mypy";   python3 -m mypy
 echo "== unit tests"
 python3 -m pytest -q
 echo "== kernel lab"
-python3 tests/kernel/run_lab.py
+python3 tests/kernel/run_lab.py --keep-going
