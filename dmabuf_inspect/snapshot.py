@@ -43,10 +43,6 @@ _DMABUF_PREFIX = "/dmabuf:"
 _DMABUF_ANON = "anon_inode:dmabuf"  # before 5.3 (commit bb2bb9030425, "dma-buf: add DMA_BUF_SET_NAME")
 
 
-def is_dmabuf_link(target: str) -> bool:
-    return target.startswith(_DMABUF_PREFIX) or target == _DMABUF_ANON
-
-
 _LEGACY_INODE_BASE = -(1 << 33)
 
 
@@ -74,7 +70,6 @@ class _Scan:
     by_identity: dict[tuple[int, str, str | None, int], int] = field(default_factory=dict)
     by_size_exporter: dict[tuple[int, str], int] = field(default_factory=dict)
     known_inodes: set[int] = field(default_factory=set)  # fdinfo read, or bufinfo entry trusted
-    fds_seen: int = 0
     maps_readable: bool = False
 
     def deny(self, pid: int, source: str, exc: OSError) -> None:
@@ -137,7 +132,6 @@ class _Scan:
                 except OSError:
                     continue  # closed meanwhile
                 inode = st.st_ino
-                self.fds_seen += 1
                 if inode not in known:
                     info = self._read_fdinfo(pid, int(name))
                     if info is None:
@@ -157,7 +151,6 @@ class _Scan:
             if target == _DMABUF_ANON:
                 self.legacy_fds.setdefault(pid, []).append(fd)
             return
-        self.fds_seen += 1
         info = self._read_fdinfo(pid, fd)
         if info is None:
             return

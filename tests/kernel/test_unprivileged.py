@@ -16,8 +16,8 @@ pytestmark = pytest.mark.kernel
 NOBODY = 65534
 
 
-def run_as(uid: int, argv: list[str], tmp_path: Path, hold_fd: int | None = None) -> tuple[int, str, str]:
-    """main(argv) in a forked child that keeps `hold_fd` and drops to `uid`."""
+def run_as(uid: int, argv: list[str], tmp_path: Path) -> tuple[int, str, str]:
+    """main(argv) in a forked child that drops to `uid`; it inherits this process's fds."""
     _command_modules()
     out_path, err_path = tmp_path / "out", tmp_path / "err"
     with out_path.open("w") as out, err_path.open("w") as err:
@@ -46,7 +46,7 @@ def run_as(uid: int, argv: list[str], tmp_path: Path, hold_fd: int | None = None
 def test_normal_user_sees_own_buffers_denied_once_and_no_debugfs(tmp_path: Path) -> None:
     tmp_path.chmod(0o777)
     with heap_alloc("system", 8192) as buf:
-        code, out, err = run_as(NOBODY, ["dump"], tmp_path, buf.fd)
+        code, out, err = run_as(NOBODY, ["dump"], tmp_path)
     assert code == 0, err
     assert "Traceback" not in err
     doc = json.loads(out)
@@ -55,6 +55,7 @@ def test_normal_user_sees_own_buffers_denied_once_and_no_debugfs(tmp_path: Path)
     assert doc["sources"]["bufinfo"].startswith("unavailable: ")
     assert doc["totals"]["kernel_only_bytes"] is None
     assert doc["denied_pids"] and 1 in doc["denied_pids"]
+    assert {e["pid"] for e in doc["errors"] if e["error"] == "Permission denied"} == set(doc["denied_pids"])
     notes = [line for line in err.splitlines() if "could not be read" in line]
     assert len(notes) == 1 and "run as root" in notes[0]
     assert sum("debugfs bufinfo unavailable" in line for line in err.splitlines()) == 1
