@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+from typing import Any
 
 from dmabuf_inspect.model import Heap, Udmabuf
 from dmabuf_inspect.roots import listdir, read_text
@@ -31,6 +33,18 @@ def parse_dev_numbers(text: str) -> tuple[int, int] | None:
     return int(major), int(minor)
 
 
+_local = threading.local()  # a libudev context is not to be shared between threads
+
+
+def _udev_context() -> Any:
+    import pyudev
+
+    context = getattr(_local, "context", None)
+    if context is None:
+        context = _local.context = pyudev.Context()
+    return context
+
+
 def _heaps_from_udev(dev_root: str) -> tuple[Heap, ...]:
     try:
         import pyudev
@@ -38,7 +52,7 @@ def _heaps_from_udev(dev_root: str) -> tuple[Heap, ...]:
         return ()
     heaps = []
     try:
-        for device in pyudev.Context().list_devices(subsystem="dma_heap"):
+        for device in _udev_context().list_devices(subsystem="dma_heap"):
             name = str(device.sys_name)
             number = device.device_number
             heaps.append(

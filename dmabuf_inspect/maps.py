@@ -13,10 +13,14 @@ etnaviv swap vm_file to their GEM object, so their mappings never show here.
 
 from __future__ import annotations
 
+from itertools import repeat
+from operator import itemgetter, lt
+
 from .model import MapEntry
 from .textsafe import as_bytes as _as_bytes
 
 _MARK = b" /dmabuf:"
+_PATH = b"/dmabuf:"
 
 
 def _unescape(name: bytes) -> bytes:
@@ -25,35 +29,65 @@ def _unescape(name: bytes) -> bytes:
 
 def parse_maps(data: bytes | str) -> list[MapEntry]:
     """Every well-formed `/dmabuf:` line; other and malformed lines are skipped. Never raises."""
-    raw = _as_bytes(data)
-    if _MARK not in raw:
+    return [e for e in parse_lines(dmabuf_lines(_as_bytes(data))) if e is not None]
+
+
+def dmabuf_lines(raw: bytes) -> list[bytes]:
+    """The lines that hold ` /dmabuf:`: most of a process's maps are not dma-bufs, and are not
+    even split apart."""
+    lines = []
+    at = raw.find(_MARK)
+    while at >= 0:
+        stop = raw.find(b"\n", at)
+        if stop < 0:
+            stop = len(raw)
+        lines.append(raw[raw.rfind(b"\n", 0, at) + 1 : stop])
+        at = raw.find(_MARK, stop)
+    return lines
+
+
+def parse_lines(lines: list[bytes]) -> list[MapEntry | None]:
+    """One entry per line, None for a malformed one. Field by field in C for all lines at once;
+    line by line when one of them is malformed."""
+    if not lines:
         return []
-    entries: list[MapEntry] = []
-    for line in raw.split(b"\n"):
-        at = line.find(_MARK)
-        if at < 0:
-            continue
-        fields = line[:at].split()
-        if len(fields) != 5:
-            continue
-        addr, perms, offset, _dev, inode = fields
-        lo, dash, hi = addr.partition(b"-")
-        try:
-            start, end = int(lo, 16), int(hi, 16)
-            off, ino = int(offset, 16), int(inode)
-        except ValueError:
-            continue
-        if not dash or end < start:
-            continue
-        name = _unescape(line[at + len(_MARK) :])
-        entries.append(
-            MapEntry(
-                start=start,
-                end=end,
-                perms=perms.decode("ascii", "replace"),
-                offset_bytes=off,
-                inode=ino,
-                name=name.decode("utf-8", "surrogateescape") or None,
-            )
-        )
-    return entries
+    parts = list(map(bytes.split, lines, repeat(None), repeat(5)))
+    if set(map(len, parts)) != {6}:
+        return list(map(_entry, lines))
+    addrs, perms, offsets, _devs, inodes, paths = zip(*parts, strict=True)
+    if not all(map(bytes.startswith, paths, repeat(_PATH))):
+        return list(map(_entry, lines))
+    lows, dashes, highs = zip(*map(bytes.partition, addrs, repeat(b"-")), strict=True)
+    try:
+        starts = list(map(int, lows, repeat(16)))
+        ends = list(map(int, highs, repeat(16)))
+        offs = list(map(int, offsets, repeat(16)))
+        inos = list(map(int, inodes, repeat(10)))
+    except ValueError:
+        return list(map(_entry, lines))
+    if b"" in dashes or any(map(lt, ends, starts)):
+        return list(map(_entry, lines))
+    names = list(map(itemgetter(slice(len(_PATH), None)), paths))
+    name_of = {n: _unescape(n).decode("utf-8", "surrogateescape") or None for n in set(names)}
+    perm_of = {p: p.decode("ascii", "replace") for p in set(perms)}
+    return list(map(tuple.__new__, repeat(MapEntry), zip(
+        starts, ends, map(perm_of.__getitem__, perms), offs, inos, map(name_of.__getitem__, names), strict=True,
+    )))
+
+
+def _entry(line: bytes) -> MapEntry | None:
+    at = line.find(_MARK)
+    fields = line[:at].split()
+    if len(fields) != 5:
+        return None
+    addr, perms, offset, _dev, inode = fields
+    lo, dash, hi = addr.partition(b"-")
+    try:
+        start, end = int(lo, 16), int(hi, 16)
+        off, ino = int(offset, 16), int(inode)
+    except ValueError:
+        return None
+    if not dash or end < start:
+        return None
+    text = _unescape(line[at + len(_MARK) :]).decode("utf-8", "surrogateescape") or None
+    return MapEntry(start, end, perms.decode("ascii", "replace"), off, ino, text)

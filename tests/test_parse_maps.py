@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dmabuf_inspect.maps import parse_maps
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dmabuf_inspect.maps import _entry, parse_lines, parse_maps
 from dmabuf_inspect.model import MapEntry
 
 
@@ -80,3 +83,23 @@ def test_empty_and_str_input() -> None:
     (e,) = parse_maps(line(b"caf\xc3\xa9").decode("utf-8"))
     assert e.name == "café"
     assert parse_maps("\ud800 /dmabuf:x\n") == []
+
+
+def test_a_malformed_line_among_good_ones_costs_only_itself() -> None:
+    bad = b"zzzz-7f1c2a001000 rw-s 00000000 00:0c 1033                         /dmabuf:x\n"
+    entries = parse_maps(line(b"a", ino=1) + bad + line(b"b", ino=2, start=0x7F1C2B000000))
+    assert [(e.inode, e.name) for e in entries] == [(1, "a"), (2, "b")]
+
+
+map_lines = st.lists(st.one_of(
+    st.builds(lambda n, i, s, o: line(n, ino=i, start=s, offset=o).rstrip(b"\n"),
+              st.binary(max_size=31).filter(lambda b: b"\n" not in b), st.integers(0, 2**64),
+              st.integers(0, 2**47), st.integers(0, 2**40)),
+    st.binary(max_size=80).map(lambda b: b.replace(b"\n", b"") + b" /dmabuf:x"),
+), max_size=6)
+
+
+@settings(max_examples=300)
+@given(map_lines)
+def test_all_lines_at_once_agree_with_line_by_line(lines: list[bytes]) -> None:
+    assert parse_lines(lines) == [_entry(x) for x in lines]

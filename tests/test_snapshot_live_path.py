@@ -116,3 +116,14 @@ def test_legacy_anon_inode_fds_are_reported_not_merged(live: dict[str, Any]) -> 
     assert [e.error for e in snap.errors if "before 5.3" in e.error] == [
         "2 dma-buf fd(s) (3, 5) on a kernel before 5.3: nothing tells which buffer they hold"
     ]
+
+
+def test_one_buffer_under_three_fds_and_two_buffers_under_two(live: dict[str, Any]) -> None:
+    fds = {3: "/dmabuf:", 9: "/dmabuf:", 5: "/dmabuf:", 6: "/dmabuf:", 7: "/dmabuf:", 4: "/dmabuf:"}
+    inodes = {3: 300, 9: 300, 5: 300, 6: 301, 7: 302, 4: 301}
+    live["inodes"].update(inodes)
+    snap = collect(make_tree(live["tmp"], fds, inodes, []))
+    assert {b.inode: [h.fds for h in b.holders] for b in snap.buffers} == {
+        300: [(3, 5, 9)], 301: [(4, 6)], 302: [(7,)],
+    }
+    assert {b.inode: b.kernel_refs for b in snap.buffers} == {300: 0, 301: 0, 302: 1}
