@@ -1,29 +1,39 @@
 """What touching a dma-buf from the CPU costs, against anonymous memory and a memfd.
 
-For each size, one buffer per target (an exporter, a given fd, or a baseline) is made; then in
-every repeat the targets take turns, in a rotating order so that whatever else the machine does
-falls on all of them alike, and each measures:
+A pass measures every size of every target (an exporter, a given fd, or a baseline) once. For
+each size it makes one buffer per target, lets the targets take one untimed warm-up turn (TCG
+and the caches see the code paths first there), then one timed turn, in an order that rotates
+from pass to pass, and frees the buffers. A timed turn keeps the best of k timings of each
+figure, so that a time slice lost to another process is not counted as the buffer's cost:
 
-    mmap_ns                  mmap(2) of the whole size (libc, so no dup() as Python's mmap does)
-    first_touch_ns_per_page  one byte written per page of that fresh mapping, per page
-    write_mib_s              memset of the mapping, steady state
-    read_mib_s               memchr over the mapping for a byte that is not there, steady state
-    sync_pair_ns             DMA_BUF_IOCTL_SYNC START|RW then END|RW, after one warm-up pair
+    mmap_ns                  mmap(2) of the whole size (libc, so no dup() as Python's mmap does);
+                             best of 8 map/unmap calls of untouched mappings
+    first_touch_ns_per_page  one byte written per page of a fresh mapping, per page; best of
+                             touch_maps(size) fresh mappings (16 for small sizes, 2 for large)
+    write_mib_s              memset of the mapping, steady state; best of best_of(size) blocks
+    read_mib_s               memchr for a byte that is not there, steady state; same blocks
+    sync_pair_ns             DMA_BUF_IOCTL_SYNC START|RW then END|RW, after one warm-up pair;
+                             best of 8 blocks of 4 pairs
 
-A repeat keeps the best of k timings of each figure (k = 3, 2 above 16 MiB): k fresh mappings for
-mmap and first touch, then k write blocks, k read blocks and 4 blocks of 4 SYNC pairs on the last
-mapping, so that a time slice lost to another process is not counted as the buffer's cost. A
-block covers at least 256 KiB (small buffers are passed over several times), so small sizes
+A block covers at least 256 KiB (small buffers are passed over several times), so small sizes
 include the libc call overhead.
 
-Anonymous memory gets new pages in every mapping, so its first touch allocates and zeroes a page;
-a memfd's and a dma-buf's pages already exist (the memfd is filled before the first repeat), so
-their first touch only maps. Each figure is reported as median, quartiles, min and max over the
-repeats, and for dma-bufs also relative to each baseline: the spread of the per-repeat ratios
-dma-buf / baseline (for bandwidth, above 1 is faster).
+A repeat is `processes` passes, each in a fresh worker process with its own buffers, and keeps
+for each figure the best of them; with processes=0 it is one pass in this process. Fresh
+processes are there because a process's own state, not the buffer, can set its speed for as long
+as it lives: under qemu TCG about one process in four runs everything 1.5-2.5x slower, steadily,
+even with the same address layout and hash seed as a fast one. Each figure is reported as median,
+quartiles, min and max over the repeats. For dma-bufs each figure is also relative to each
+baseline: the spread of the ratios dma-buf / baseline within each pass (same process, same
+moment; for bandwidth above 1 is faster), over all passes.
 
-Only this process's own buffers are touched: `run_bench(fd=N)` maps an fd it was given, and the
-exporters' buffers are allocated here (`allocator_for()`) and freed after their size.
+Anonymous memory gets new pages in every mapping, so its first touch allocates and zeroes a page;
+a memfd's and a dma-buf's pages already exist (the memfd is filled before the warm-up), so their
+first touch only maps.
+
+Only the bench's own buffers are touched: `run_bench(fd=N)` maps an fd it was given (a worker
+inherits it), and the exporters' buffers are allocated by the pass (`allocator_for()`), in the
+bench process or its worker, and freed after their size.
 """
 
 from __future__ import annotations
@@ -31,9 +41,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import json
 import mmap
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,10 +58,17 @@ from .errors import DmabufInspectError, SyscallError, UsageError, describe_oserr
 SCHEMA = "dmabuf-inspect-bench/1"
 PAGE_SIZE = mmap.PAGESIZE
 DEFAULT_SIZES = (4 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20)
+DEFAULT_REPEAT = 5
+DEFAULT_PROCESSES = 2
 BASELINES = ("anon", "memfd")
+FIGURES = ("mmap_ns", "first_touch_ns_per_page", "write_mib_s", "read_mib_s")
+ALL_FIGURES = (*FIGURES, "sync_pair_ns")
+HIGHER_IS_BETTER = frozenset({"write_mib_s", "read_mib_s"})
 _BLOCK_BYTES = 256 << 10
 _MAX_PASSES = 64
-_SYNC_BLOCKS = 4
+_MMAP_CALLS = 8
+_TOUCH_BYTES = 4 << 20  # fresh mappings per timed turn: enough to touch this much, 2 to 16
+_SYNC_BLOCKS = 8
 _SYNC_PAIRS = 4
 _WRITE_BYTE = 0x5A
 _ABSENT_BYTE = 0xA5
@@ -79,7 +99,7 @@ class Spread:
 
 @dataclass(frozen=True, slots=True)
 class Relative:
-    """A dma-buf's figures divided by a baseline's, repeat by repeat."""
+    """A dma-buf's figures divided by a baseline's, pass by pass."""
 
     baseline: str
     mmap_ns: Spread | None
@@ -92,13 +112,13 @@ class Relative:
 class SizeResult:
     size_bytes: int
     pages: int
-    passes: int  # write/read passes per timing
+    passes: int  # write/read passes over the buffer per timed block
     mmap_ns: Spread | None = None
     first_touch_ns_per_page: Spread | None = None
     write_mib_s: Spread | None = None
     read_mib_s: Spread | None = None
     sync_pair_ns: Spread | None = None  # None for the baselines, and for a failed SYNC
-    error: str | None = None  # why this size was not measured (allocation or mmap failed)
+    error: str | None = None  # why figures are missing (allocation, mmap or SYNC failed)
     relative: tuple[Relative, ...] = ()  # dma-bufs only: against each baseline of the same run
 
 
@@ -120,6 +140,7 @@ class BenchReport:
     targets: tuple[TargetResult, ...]
     schema: str = SCHEMA
     notes: tuple[str, ...] = field(default=())
+    processes: int = 0  # worker processes per repeat; 0: measured in the bench's own process
 
     def target(self, name: str) -> TargetResult:
         for t in self.targets:
@@ -160,9 +181,8 @@ def _lib() -> _Libc:
     return _libc
 
 
-@contextlib.contextmanager
-def _mapped(fd: int, size: int, prot: int, flags: int) -> Iterator[tuple[int, int]]:
-    """Map, yield (address, mmap ns), unmap."""
+def _map(fd: int, size: int, prot: int, flags: int) -> tuple[int, int]:
+    """mmap; (address, ns the call took)."""
     lib = _lib()
     t0 = time.perf_counter_ns()
     addr = lib.mmap(None, size, prot, flags, fd, 0)
@@ -170,30 +190,19 @@ def _mapped(fd: int, size: int, prot: int, flags: int) -> Iterator[tuple[int, in
     if addr is None or addr == _MAP_FAILED:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
+    return addr, t1 - t0
+
+
+@contextlib.contextmanager
+def _mapped(fd: int, size: int, prot: int, flags: int) -> Iterator[int]:
+    addr, _ = _map(fd, size, prot, flags)
     try:
-        yield addr, t1 - t0
+        yield addr
     finally:
-        lib.munmap(addr, size)
+        _lib().munmap(addr, size)
 
 
-# ---- one mapping --------------------------------------------------------------------------
-
-FIGURES = ("mmap_ns", "first_touch_ns_per_page", "write_mib_s", "read_mib_s")
-
-
-@dataclass(slots=True)
-class _Samples:
-    mmap_ns: list[float] = field(default_factory=list)
-    first_touch_ns_per_page: list[float] = field(default_factory=list)
-    write_mib_s: list[float] = field(default_factory=list)
-    read_mib_s: list[float] = field(default_factory=list)
-    sync_pair_ns: list[float] = field(default_factory=list)
-
-
-class _SyncError(Exception):
-    def __init__(self, cause: OSError) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
+# ---- one timed turn -----------------------------------------------------------------------
 
 
 def passes_for(size: int) -> int:
@@ -202,34 +211,43 @@ def passes_for(size: int) -> int:
 
 
 def best_of(size: int) -> int:
-    """Timings per repeat of which the best is kept: fresh mappings, write and read blocks."""
+    """Write and read blocks per timed turn, of which the best is kept."""
     return 3 if size <= 16 << 20 else 2
+
+
+def touch_maps(size: int) -> int:
+    """Fresh mappings per timed turn whose first touch is timed; the best is kept."""
+    return max(2, min(16, _TOUCH_BYTES // size))
 
 
 def _mib_s(nbytes: int, ns: int) -> float:
     return (nbytes / (1 << 20)) / (max(ns, 1) / 1e9)
 
 
-def _sync_pairs(fd: int, writable: bool) -> float:
+class _SyncError(Exception):
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _sync_pairs(fd: int, writable: bool, blocks: int) -> float:
     access = uapi.DMA_BUF_SYNC_RW if writable else uapi.DMA_BUF_SYNC_READ
     start = uapi.dma_buf_sync(flags=access | uapi.DMA_BUF_SYNC_START)
     end = uapi.dma_buf_sync(flags=access | uapi.DMA_BUF_SYNC_END)
     request = uapi.DMA_BUF_IOCTL_SYNC
     ioctl = fcntl.ioctl
-    best = None
+    best = float("inf")
     try:
         ioctl(fd, request, start)  # the first START may build an sg table (udmabuf)
         ioctl(fd, request, end)
-        for _ in range(_SYNC_BLOCKS):
+        for _ in range(blocks):
             t0 = time.perf_counter_ns()
             for _ in range(_SYNC_PAIRS):
                 ioctl(fd, request, start)
                 ioctl(fd, request, end)
-            ns = (time.perf_counter_ns() - t0) / _SYNC_PAIRS
-            best = ns if best is None else min(best, ns)
+            best = min(best, (time.perf_counter_ns() - t0) / _SYNC_PAIRS)
     except OSError as exc:
         raise _SyncError(exc) from None
-    assert best is not None
     return best
 
 
@@ -237,59 +255,78 @@ def _touch(addr: int, size: int, writable: bool) -> float:
     """One byte per page of a fresh mapping, written (or read); ns per page."""
     pages = size // PAGE_SIZE
     view = memoryview((ctypes.c_char * size).from_address(addr)).cast("B")
+    strided = view[::PAGE_SIZE]
     try:
-        t0 = time.perf_counter_ns()
         if writable:
-            view[::PAGE_SIZE] = bytes((_TOUCH_BYTE,)) * pages
+            src = bytes((_TOUCH_BYTE,)) * pages
+            t0 = time.perf_counter_ns()
+            strided[:] = src
         else:
-            view[::PAGE_SIZE].tobytes()
+            t0 = time.perf_counter_ns()
+            strided.tobytes()
         return (time.perf_counter_ns() - t0) / pages
     finally:
+        strided.release()
         view.release()
 
 
-def _measure_once(fd: int, size: int, *, anon: bool, writable: bool, sync: bool, samples: _Samples) -> None:
-    """One repeat: the best of k fresh mappings (mmap time, first touch), then the best of k
-    write and read blocks and of the SYNC blocks on the last mapping."""
+def _bandwidth(addr: int, size: int, blocks: int, writable: bool) -> tuple[float | None, float]:
     lib = _lib()
-    k = best_of(size)
     passes = passes_for(size)
+    write = None
+    if writable:
+        write = 0.0
+        for _ in range(blocks):
+            t0 = time.perf_counter_ns()
+            for _ in range(passes):
+                lib.memset(addr, _WRITE_BYTE, size)
+            write = max(write, _mib_s(size * passes, time.perf_counter_ns() - t0))
+    read = 0.0
+    for _ in range(blocks):
+        t0 = time.perf_counter_ns()
+        for _ in range(passes):
+            if lib.memchr(addr, _ABSENT_BYTE, size) is not None:
+                raise DmabufInspectError("memchr found a byte nobody wrote: the buffer changed under us")
+        read = max(read, _mib_s(size * passes, time.perf_counter_ns() - t0))
+    return write, read
+
+
+def _measure(
+    fd: int, size: int, *, anon: bool, writable: bool, sync: bool, warm_up: bool = False
+) -> tuple[dict[str, float | None], str | None]:
+    """One turn: mmap calls, fresh mappings for the first touch, then write, read and SYNC blocks
+    on the last mapping; each figure the best of its timings. The SYNC error, if any, is returned
+    with the other figures. A warm-up turn takes one timing of each."""
     prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
     flags = (mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) if anon else mmap.MAP_SHARED
-    map_ns: list[int] = []
-    touch_ns: list[float] = []
-    for i in range(k):
-        with _mapped(-1 if anon else fd, size, prot, flags) as (addr, ns):
-            map_ns.append(ns)
-            touch_ns.append(_touch(addr, size, writable))
-            if i < k - 1:
+    map_fd = -1 if anon else fd
+    lib = _lib()
+    mmap_ns = float("inf")
+    for _ in range(1 if warm_up else _MMAP_CALLS):
+        addr, ns = _map(map_fd, size, prot, flags)  # untouched: munmap has no pages to free
+        lib.munmap(addr, size)
+        mmap_ns = min(mmap_ns, ns)
+    maps = 1 if warm_up else touch_maps(size)
+    blocks = 1 if warm_up else best_of(size)
+    touch = float("inf")
+    write: float | None = None
+    read = 0.0
+    sync_ns: float | None = None
+    sync_error = None
+    for i in range(maps):
+        with _mapped(map_fd, size, prot, flags) as addr:
+            touch = min(touch, _touch(addr, size, writable))
+            if i < maps - 1:
                 continue
-            write = 0.0
-            if writable:
-                for _ in range(k):
-                    t0 = time.perf_counter_ns()
-                    for _ in range(passes):
-                        lib.memset(addr, _WRITE_BYTE, size)
-                    write = max(write, _mib_s(size * passes, time.perf_counter_ns() - t0))
-            read = 0.0
-            for _ in range(k):
-                t0 = time.perf_counter_ns()
-                for _ in range(passes):
-                    if lib.memchr(addr, _ABSENT_BYTE, size) is not None:
-                        raise DmabufInspectError("memchr found a byte nobody wrote: the buffer changed under us")
-                read = max(read, _mib_s(size * passes, time.perf_counter_ns() - t0))
-            sync_ns = _sync_pairs(fd, writable) if sync else None
-    samples.mmap_ns.append(min(map_ns))
-    samples.first_touch_ns_per_page.append(min(touch_ns))
-    if writable:
-        samples.write_mib_s.append(write)
-    samples.read_mib_s.append(read)
-    if sync_ns is not None:
-        samples.sync_pair_ns.append(sync_ns)
-
-
-def _spread(values: list[float]) -> Spread | None:
-    return Spread.of(values) if values else None
+            write, read = _bandwidth(addr, size, blocks, writable)
+            if sync:
+                try:
+                    sync_ns = _sync_pairs(fd, writable, 1 if warm_up else _SYNC_BLOCKS)
+                except _SyncError as exc:
+                    sync_error = describe_oserror("DMA_BUF_IOCTL_SYNC", exc.cause)
+    figures = {"mmap_ns": mmap_ns, "first_touch_ns_per_page": touch, "write_mib_s": write,
+               "read_mib_s": read, "sync_pair_ns": sync_ns}  # fmt: skip
+    return figures, sync_error
 
 
 # ---- targets ------------------------------------------------------------------------------
@@ -321,8 +358,8 @@ def _memfd_filled(size: int) -> int:
     fd = os.memfd_create("dmabuf-inspect-bench", os.MFD_CLOEXEC)
     try:
         os.ftruncate(fd, size)
-        with _mapped(fd, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED) as (addr, _):
-            _lib().memset(addr, _WRITE_BYTE, size)  # allocate the pages before the first repeat
+        with _mapped(fd, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED) as addr:
+            _lib().memset(addr, _WRITE_BYTE, size)  # allocate the pages before the first turn
     except BaseException:
         os.close(fd)
         raise
@@ -343,104 +380,6 @@ def allocator_for(exporter: str, dev_root: str = "/dev", sys_root: str = "/sys")
     return lambda size: heaps_alloc.heap_alloc(exporter, size, dev_root=dev_root)
 
 
-@dataclass(slots=True)
-class _Target:
-    """One target's state across sizes: what it is, its samples for the current size, its results."""
-
-    name: str
-    kind: str  # dmabuf | baseline
-    alloc: Allocator | None = None  # exporters
-    given_fd: int | None = None  # --fd
-    given_size: int = 0
-    writable: bool = True
-    exporter: str | None = None
-    exporter_class: str | None = None
-    error: str | None = None
-    sizes: list[SizeResult] = field(default_factory=list)
-    # for the size being measured:
-    fd: int = -1
-    owner: Any = None
-    samples: _Samples = field(default_factory=_Samples)
-    size_error: str | None = None
-    sync_error: str | None = None
-
-    def prepare(self, size: int) -> bool:
-        """Make this size's buffer; False when this target sits this size out."""
-        self.samples, self.size_error, self.sync_error, self.owner, self.fd = _Samples(), None, None, None, -1
-        if self.error is not None:
-            return False
-        if self.name == "anon":
-            return True
-        if self.name == "memfd":
-            self.fd = _memfd_filled(size)
-            return True
-        if self.given_fd is not None:
-            self.fd = self.given_fd
-            return size <= self.given_size
-        assert self.alloc is not None
-        try:
-            self.owner = self.alloc(size)
-        except SyscallError as exc:
-            if exc.step.startswith("Opening"):  # no such device, or no permission: no size will do
-                self.error = str(exc)
-                return False
-            self.size_error = str(exc)
-            return True
-        except DmabufInspectError as exc:
-            self.size_error = str(exc)
-            return True
-        self.fd = self.owner.fd
-        if self.exporter is None:
-            self.exporter, self.exporter_class = _exporter_of(self.fd)
-        return True
-
-    def measure(self, size: int) -> None:
-        if self.size_error is not None:
-            return
-        sync = self.kind == "dmabuf" and self.sync_error is None
-        try:
-            _measure_once(self.fd, size, anon=self.name == "anon", writable=self.writable, sync=sync,
-                          samples=self.samples)  # fmt: skip
-        except _SyncError as exc:
-            self.sync_error = describe_oserror("DMA_BUF_IOCTL_SYNC", exc.cause)
-            self.samples.sync_pair_ns.clear()
-        except OSError as exc:
-            self.size_error = describe_oserror("mmap", exc)
-
-    def finish(self, size: int) -> None:
-        s = self.samples
-        if self.size_error is not None:
-            result = SizeResult(size, size // PAGE_SIZE, passes_for(size), error=self.size_error)
-        else:
-            result = SizeResult(
-                size, size // PAGE_SIZE, passes_for(size), _spread(s.mmap_ns),
-                _spread(s.first_touch_ns_per_page), _spread(s.write_mib_s), _spread(s.read_mib_s),
-                _spread(s.sync_pair_ns), self.sync_error,
-            )  # fmt: skip
-        self.sizes.append(result)
-        if self.owner is not None:
-            self.owner.close()
-        elif self.name == "memfd" and self.fd >= 0:
-            os.close(self.fd)
-        self.owner, self.fd = None, -1
-
-    def relative_to(self, baseline: _Target) -> Relative | None:
-        if self.size_error is not None or baseline.size_error is not None:
-            return None
-
-        def ratios(figure: str) -> Spread | None:
-            mine, theirs = getattr(self.samples, figure), getattr(baseline.samples, figure)
-            if not mine or len(mine) != len(theirs):
-                return None
-            return Spread.of([a / b for a, b in zip(mine, theirs, strict=True) if b > 0] or [0.0])
-
-        return Relative(baseline.name, *(ratios(f) for f in FIGURES))
-
-    def result(self) -> TargetResult:
-        return TargetResult(self.name, self.kind, self.exporter, self.exporter_class, tuple(self.sizes),
-                            self.error)  # fmt: skip
-
-
 def _exporter_of(fd: int) -> tuple[str | None, str | None]:
     from .classify import classify_fd
 
@@ -451,21 +390,225 @@ def _exporter_of(fd: int) -> tuple[str | None, str | None]:
     return info.exporter, info.exporter_class
 
 
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """What a pass measures: one target. JSON-able, for the worker processes."""
+
+    name: str
+    kind: str  # dmabuf | baseline
+    given_fd: int | None = None  # --fd
+    given_size: int = 0
+    writable: bool = True
+    exporter: str | None = None
+    exporter_class: str | None = None
+
+
+class _PassTarget:
+    """One target's state within a pass: its buffer for the current size, its findings."""
+
+    def __init__(self, spec: _Spec, dev_root: str, sys_root: str) -> None:
+        self.spec = spec
+        exporter = spec.kind == "dmabuf" and spec.given_fd is None
+        self.alloc = allocator_for(spec.name, dev_root, sys_root) if exporter else None
+        self.exporter, self.exporter_class = spec.exporter, spec.exporter_class
+        self.error: str | None = None
+        self.sizes: dict[str, dict[str, Any]] = {}
+        self.fd = -1
+        self.owner: Any = None
+
+    def prepare(self, size: int) -> bool:
+        """Make this size's buffer; False when this target sits this size out."""
+        self.owner, self.fd = None, -1
+        if self.error is not None:
+            return False
+        spec = self.spec
+        if spec.name == "anon":
+            return True
+        if spec.name == "memfd":
+            self.fd = _memfd_filled(size)
+            return True
+        if spec.given_fd is not None:
+            self.fd = spec.given_fd
+            return size <= spec.given_size
+        assert self.alloc is not None
+        try:
+            self.owner = self.alloc(size)
+        except SyscallError as exc:
+            if exc.step.startswith("Opening"):  # no such device, or no permission: no size will do
+                self.error = str(exc)
+                return False
+            self.sizes[str(size)] = {"error": str(exc)}
+            return True
+        except DmabufInspectError as exc:
+            self.sizes[str(size)] = {"error": str(exc)}
+            return True
+        self.fd = self.owner.fd
+        if self.exporter is None:
+            self.exporter, self.exporter_class = _exporter_of(self.fd)
+        return True
+
+    def measure(self, size: int, warm_up: bool) -> None:
+        entry = self.sizes.get(str(size))
+        if entry is not None and "figures" not in entry:
+            return  # allocation or mmap failed
+        try:
+            figures, sync_error = _measure(self.fd, size, anon=self.spec.name == "anon",
+                                           writable=self.spec.writable, sync=self.spec.kind == "dmabuf",
+                                           warm_up=warm_up)  # fmt: skip
+        except OSError as exc:
+            self.sizes[str(size)] = {"error": describe_oserror("mmap", exc)}
+            return
+        if not warm_up:
+            self.sizes[str(size)] = {"figures": figures, "error": sync_error}
+
+    def finish(self) -> None:
+        if self.owner is not None:
+            self.owner.close()
+        elif self.spec.name == "memfd" and self.fd >= 0:
+            os.close(self.fd)
+        self.owner, self.fd = None, -1
+
+    def result(self) -> dict[str, Any]:
+        return {"exporter": self.exporter, "exporter_class": self.exporter_class, "error": self.error,
+                "sizes": self.sizes}  # fmt: skip
+
+
+def _run_pass(specs: Sequence[_Spec], sizes: Sequence[int], rotate: int, dev_root: str,
+              sys_root: str) -> list[dict[str, Any]]:  # fmt: skip
+    """Every size of every target once, in this process: [{exporter, exporter_class, error,
+    sizes: {"SIZE": {figures, error} | {error}}}] in the order of specs."""
+    targets = [_PassTarget(s, dev_root, sys_root) for s in specs]
+    for size in sizes:
+        active: list[_PassTarget] = []
+        try:
+            for t in targets:
+                if t.prepare(size):
+                    active.append(t)
+            k = rotate % len(active) if active else 0
+            order = active[k:] + active[:k]  # rotate, so no target always follows another
+            for warm_up in (True, False):
+                for t in order:
+                    t.measure(size, warm_up)
+        finally:
+            for t in targets:
+                t.finish()
+    return [t.result() for t in targets]
+
+
+def worker_main() -> None:
+    """A worker process: one pass, asked for on stdin, answered on stdout (JSON)."""
+    request = json.load(sys.stdin)
+    specs = [_Spec(**s) for s in request["specs"]]
+    try:
+        result = _run_pass(specs, request["sizes"], request["rotate"], request["dev_root"], request["sys_root"])
+    except (OSError, DmabufInspectError) as exc:
+        print(f"dmabuf-inspect bench worker: {exc}", file=sys.stderr)
+        sys.exit(1)
+    json.dump(result, sys.stdout)
+
+
+def _spawn_pass(specs: Sequence[_Spec], sizes: Sequence[int], rotate: int, dev_root: str,
+                sys_root: str) -> list[dict[str, Any]]:  # fmt: skip
+    """One pass in a fresh worker process (this interpreter, this package)."""
+    request = {"specs": [_spec_dict(s) for s in specs], "sizes": list(sizes), "rotate": rotate,
+               "dev_root": dev_root, "sys_root": sys_root}  # fmt: skip
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    fds = tuple(s.given_fd for s in specs if s.given_fd is not None)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from dmabuf_inspect.mmapcost import worker_main; worker_main()"],
+        input=json.dumps(request), capture_output=True, text=True, pass_fds=fds, env=env, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        raise DmabufInspectError(f"bench worker exited with status {proc.returncode}: "
+                                 f"{lines[-1] if lines else 'no message'}")  # fmt: skip
+    result: list[dict[str, Any]] = json.loads(proc.stdout)
+    return result
+
+
+def _spec_dict(spec: _Spec) -> dict[str, Any]:
+    return {name: getattr(spec, name) for name in _Spec.__slots__}
+
+
+# ---- aggregation --------------------------------------------------------------------------
+
+
+def _best(figure: str, values: list[float]) -> float:
+    return max(values) if figure in HIGHER_IS_BETTER else min(values)
+
+
+def _size_result(
+    index: int, spec: _Spec, size: int, passes: list[list[dict[str, Any]]], per_repeat: int,
+    baselines: list[tuple[int, str]],
+) -> SizeResult | None:  # fmt: skip
+    """Figures of target INDEX at SIZE: per repeat the best of its passes, spread over repeats."""
+    entries = [p[index]["sizes"].get(str(size)) for p in passes]
+    if all(e is None for e in entries):
+        return None  # sat this size out (fd too small, or no such target)
+    measured = [e["figures"] if e is not None and "figures" in e else None for e in entries]
+    errors = [e["error"] for e in entries if e is not None and e.get("error")]
+    spreads: dict[str, Spread | None] = {}
+    for figure in ALL_FIGURES:
+        per_repeat_values = []
+        for r in range(0, len(passes), per_repeat):
+            values = [m[figure] for m in measured[r : r + per_repeat] if m is not None and m[figure] is not None]
+            if values:
+                per_repeat_values.append(_best(figure, values))
+        spreads[figure] = Spread.of(per_repeat_values) if per_repeat_values else None
+    relative = []
+    if spec.kind == "dmabuf":
+        for b, baseline in baselines:
+            theirs = [p[b]["sizes"].get(str(size)) for p in passes]
+            ratios: dict[str, Spread | None] = {}
+            for figure in FIGURES:
+                values = [
+                    m[figure] / t["figures"][figure]
+                    for m, t in zip(measured, theirs, strict=True)
+                    if m is not None and m[figure] is not None and t is not None and "figures" in t
+                    and t["figures"][figure]
+                ]  # fmt: skip
+                ratios[figure] = Spread.of(values) if values else None
+            if any(ratios.values()):
+                relative.append(Relative(baseline, **ratios))
+    return SizeResult(size, size // PAGE_SIZE, passes_for(size), **spreads,
+                      error=errors[0] if errors else None, relative=tuple(relative))  # fmt: skip
+
+
+def _aggregate(specs: Sequence[_Spec], sizes: Sequence[int], passes: list[list[dict[str, Any]]],
+               per_repeat: int) -> tuple[TargetResult, ...]:  # fmt: skip
+    baselines = [(i, s.name) for i, s in enumerate(specs) if s.kind == "baseline"]
+    results = []
+    for i, spec in enumerate(specs):
+        mine = [p[i] for p in passes]
+        exporter = next((m["exporter"] for m in mine if m["exporter"]), spec.exporter)
+        exporter_class = next((m["exporter_class"] for m in mine if m["exporter_class"]), spec.exporter_class)
+        error = mine[0]["error"] if all(m["error"] for m in mine) else None
+        size_results = tuple(r for size in sizes if (r := _size_result(i, spec, size, passes, per_repeat, baselines)))
+        results.append(TargetResult(spec.name, spec.kind, exporter, exporter_class, size_results, error))
+    return tuple(results)
+
+
 def run_bench(
     *,
     exporters: Sequence[str] = (),
     fd: int | None = None,
     sizes: Sequence[int] = DEFAULT_SIZES,
-    repeat: int = 5,
+    repeat: int = DEFAULT_REPEAT,
+    processes: int = 0,
     dev_root: str = "/dev",
     sys_root: str = "/sys",
     baselines: Sequence[str] = BASELINES,
     progress: Callable[[str], None] | None = None,
 ) -> BenchReport:
-    """Measure the fd (if given), each exporter and each baseline, size by size, in this process."""
+    """Measure the fd (if given), each exporter and each baseline: `repeat` repeats, each the best
+    of `processes` passes in fresh worker processes (0: one pass in this process)."""
     if repeat < 1:
         raise UsageError("--repeat must be at least 1")
-    targets: list[_Target] = []
+    if processes < 0:
+        raise UsageError("--processes must be 0 (this process) or more")
+    specs: list[_Spec] = []
     sizes = list(sizes)
     if fd is not None:
         from .classify import classify_fd
@@ -473,56 +616,49 @@ def run_bench(
         info = classify_fd(fd)  # NotADmabufError / OSError for anything else
         total = info.size_bytes - info.size_bytes % PAGE_SIZE
         writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
-        targets.append(_Target(f"fd:{fd}", "dmabuf", given_fd=fd, given_size=total, writable=writable,
-                               exporter=info.exporter, exporter_class=info.exporter_class))  # fmt: skip
+        specs.append(_Spec(f"fd:{fd}", "dmabuf", given_fd=fd, given_size=total, writable=writable,
+                           exporter=info.exporter, exporter_class=info.exporter_class))  # fmt: skip
         if not any(s <= total for s in sizes):
             sizes = [total]
     for exporter in exporters:
-        targets.append(_Target(exporter, "dmabuf", alloc=allocator_for(exporter, dev_root, sys_root)))
+        specs.append(_Spec(exporter, "dmabuf"))
     for name in baselines:
         if name not in BASELINES:
             raise UsageError(f"no such baseline {name!r}: {', '.join(BASELINES)}")
-        targets.append(_Target(name, "baseline"))
+        specs.append(_Spec(name, "baseline"))
 
-    for size in sizes:
+    per_repeat = max(1, processes)
+    total_passes = repeat * per_repeat
+    passes = []
+    for n in range(total_passes):
         if progress:
-            progress(f"{size >> 10} KiB")
-        active = [t for t in targets if t.prepare(size)]
-        try:
-            for r in range(repeat):
-                k = r % len(active) if active else 0
-                for t in active[k:] + active[:k]:  # rotate, so no target always follows another
-                    t.measure(size)
-        finally:
-            bases = [t for t in active if t.kind == "baseline"]
-            for t in active:
-                rel = [rt for b in bases if (rt := t.relative_to(b)) is not None] if t.kind == "dmabuf" else []
-                t.finish(size)
-                if rel:
-                    t.sizes[-1] = _with_relative(t.sizes[-1], tuple(rel))
+            progress(f"pass {n + 1}/{total_passes}")
+        if processes:
+            passes.append(_spawn_pass(specs, sizes, n, dev_root, sys_root))
+        else:
+            passes.append(_run_pass(specs, sizes, n, dev_root, sys_root))
+    where = (f"each repeat is the best of {processes} passes, each in a fresh worker process with its own "
+             "buffers" if processes else "each repeat is one pass in the bench's own process")  # fmt: skip
     notes = (
-        "anon: fresh pages on every repeat (first touch allocates and zeroes); memfd and dma-bufs: "
-        "pages exist before the first repeat (first touch only maps)",
+        where,
+        "a pass measures each size once after an untimed warm-up turn; targets take turns in an order "
+        "that rotates from pass to pass",
+        "within a pass each figure is the best of several timings: 8 mmap calls, fresh mappings for the "
+        f"first touch (up to 16), 3 blocks (2 above 16 MiB) for write and read, {_SYNC_BLOCKS} blocks of "
+        f"{_SYNC_PAIRS} SYNC pairs; time lost to other processes is not the buffer's cost",
+        "anon: fresh pages in every mapping (first touch allocates and zeroes); memfd and dma-bufs: "
+        "pages exist before the first turn (first touch only maps)",
         f"a write or read block covers the buffer {_BLOCK_BYTES >> 10} KiB / size times (at least "
         "once): small sizes include libc call overhead",
-        "each repeat keeps the best of 3 timings (2 above 16 MiB) of each figure: fresh mappings for "
-        "mmap and first touch, blocks for write and read, 4-pair blocks for SYNC; time lost to other "
-        "processes is not the buffer's cost",
-        "targets take turns within each repeat, in a rotating order; relative figures are the "
-        "spread of per-repeat ratios dma-buf / baseline",
+        "relative figures: ratio dma-buf / baseline within each pass (same process), spread over all passes",
     )
-    return BenchReport(os.uname().release, PAGE_SIZE, repeat, tuple(t.result() for t in targets), notes=notes)
-
-
-def _with_relative(result: SizeResult, relative: tuple[Relative, ...]) -> SizeResult:
-    return SizeResult(
-        result.size_bytes, result.pages, result.passes, result.mmap_ns, result.first_touch_ns_per_page,
-        result.write_mib_s, result.read_mib_s, result.sync_pair_ns, result.error, relative,
-    )  # fmt: skip
+    return BenchReport(os.uname().release, PAGE_SIZE, repeat, _aggregate(specs, sizes, passes, per_repeat),
+                       notes=notes, processes=processes)  # fmt: skip
 
 
 def measure_fd(fd: int, sizes: Sequence[int] | None, repeat: int) -> TargetResult:
-    """Measure a dma-buf fd this process was given; sizes beyond the buffer are left out."""
+    """Measure a dma-buf fd this process was given, in this process; sizes beyond the buffer are
+    left out."""
     report = run_bench(fd=fd, sizes=sizes or (), repeat=repeat, baselines=())
     return report.targets[0]
 
@@ -558,6 +694,7 @@ def report_to_dict(report: BenchReport) -> dict[str, Any]:
         "kernel": report.kernel,
         "page_size": report.page_size,
         "repeat": report.repeat,
+        "processes": report.processes,
         "notes": list(report.notes),
         "targets": [
             {

@@ -388,6 +388,10 @@ def _read_devices(roots: Roots, live: bool, sources: dict[str, str]) -> tuple[tu
     return heaps, udmabuf
 
 
+def _pick(column: tuple[_T, ...], rows: list[int] | None) -> Sequence[_T]:
+    return column if rows is None else [column[i] for i in rows]
+
+
 class _Buffers:
     """The buffers of one scan, by inode; the bulk (listed by bufinfo, no fdinfo read) is made
     column by column in C, the rest one by one."""
@@ -406,36 +410,27 @@ class _Buffers:
 
     def build(self) -> list[Buffer]:
         table, fdinfo = self.table, self.scan.fdinfo
-        rows: Sequence[int] = ()
+        bulk: list[Buffer] = []
         by_inode: dict[int, int] = {}  # bufinfo row of an inode the bulk leaves to _one()
-        if table is not None:
-            n = len(table.inode)
-            if None in table.inode:  # before 5.3: no ino column, nothing to join on
-                by_inode = {_LEGACY_INODE_BASE - i: i for i in range(n)}
-            else:
-                rows = range(n)
-                named = fdinfo.keys() & set(table.inode)
-                if named:
-                    rows = [i for i, inode in enumerate(table.inode) if inode not in named]
-                    by_inode = {inode: i for i, inode in enumerate(table.inode) if inode in named}
-        bulk = self._bulk(rows) if rows else []
+        if table is not None and None in table.inode:  # before 5.3: no ino column, nothing to join on
+            by_inode = {_LEGACY_INODE_BASE - i: i for i in range(len(table.inode))}
+        elif table is not None and table.inode:
+            named = fdinfo.keys() & set(table.inode)  # their fdinfo was read: it has their exact name
+            rows = None
+            if named:
+                rows = [i for i, inode in enumerate(table.inode) if inode not in named]
+                by_inode = {inode: i for i, inode in enumerate(table.inode) if inode in named}
+            bulk = self._bulk(table, rows)
         bulk_inodes = set(map(itemgetter(0), bulk))
         rest = (self.holdings.held.keys() | fdinfo.keys() | self.sysfs.keys() | by_inode.keys()) - bulk_inodes
         bulk.extend(self._one(inode, by_inode.get(inode)) for inode in rest)
         bulk.sort()  # by inode: the first field, unique
         return bulk
 
-    def _bulk(self, rows: Sequence[int]) -> list[Buffer]:
-        table = self.table
-        assert table is not None
-        if isinstance(rows, range):
-            def pick(column: tuple[_T, ...]) -> Sequence[_T]:
-                return column
-        else:
-            def pick(column: tuple[_T, ...]) -> Sequence[_T]:
-                return [column[i] for i in rows]
-        inodes = cast(Sequence[int], pick(table.inode))  # no None: the caller checked
-        counts, exporters = pick(table.count), pick(table.exp_name)
+    def _bulk(self, table: BufInfoTable, rows: list[int] | None) -> list[Buffer]:
+        """The buffers of these bufinfo rows (None: all), sized and named by bufinfo."""
+        inodes = cast(Sequence[int], _pick(table.inode, rows))  # no None: the caller checked
+        counts, exporters = _pick(table.count, rows), _pick(table.exp_name, rows)
         classes = {e: self.exporter_class(e) for e in set(exporters)}
         held, refs = self.holdings.held, self.holdings.refs
         n = len(inodes)
@@ -444,15 +439,15 @@ class _Buffers:
             kernel_refs = [max(k, 0) for k in kernel_refs]
         return list(map(tuple.__new__, repeat(Buffer), zip(
             inodes,
-            pick(table.size_bytes),
+            _pick(table.size_bytes, rows),
             repeat("bufinfo", n),
             exporters,
             map(classes.__getitem__, exporters),
-            pick(table.name),
+            _pick(table.name, rows),
             counts,
             map(held.get, inodes, repeat(())),
-            pick(table.attachments),
-            pick(table.fences),
+            _pick(table.attachments, rows),
+            _pick(table.fences, rows),
             kernel_refs,
             strict=True,
         )))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -12,7 +13,7 @@ import pytest
 
 from dmabuf_inspect import mmapcost
 from dmabuf_inspect.commands import bench
-from dmabuf_inspect.errors import NotADmabufError, UsageError
+from dmabuf_inspect.errors import DmabufInspectError, NotADmabufError, UsageError
 from dmabuf_inspect.roots import Roots
 
 
@@ -50,6 +51,58 @@ def test_blocks_cover_256_kib_and_the_best_of_k_is_kept() -> None:
     assert mmapcost.passes_for(64 << 10) == 4
     assert mmapcost.passes_for(64 << 20) == 1
     assert mmapcost.best_of(16 << 20) == 3 and mmapcost.best_of(64 << 20) == 2
+    assert [mmapcost.touch_maps(s) for s in (4096, 256 << 10, 1 << 20, 16 << 20, 64 << 20)] == [16, 16, 4, 2, 2]
+
+
+def _pass(read: float, touch: float, anon_read: float, *, error: str | None = None) -> list[dict[str, object]]:
+    """One made-up pass over two targets (a dma-buf, then anon) at 4 KiB."""
+    dmabuf = {"figures": {"mmap_ns": 10.0, "first_touch_ns_per_page": touch, "write_mib_s": None,
+                          "read_mib_s": read, "sync_pair_ns": 5.0}, "error": None}  # fmt: skip
+    anon = {"figures": {"mmap_ns": 20.0, "first_touch_ns_per_page": 100.0, "write_mib_s": 7.0,
+                        "read_mib_s": anon_read, "sync_pair_ns": None}, "error": None}  # fmt: skip
+    return [
+        {"exporter": "udmabuf", "exporter_class": "udmabuf", "error": None,
+         "sizes": {"4096": {"error": error} if error else dmabuf}},
+        {"exporter": None, "exporter_class": None, "error": None, "sizes": {"4096": anon}},
+    ]  # fmt: skip
+
+
+def test_a_repeat_keeps_the_best_of_its_passes_and_ratios_stay_within_a_pass() -> None:
+    specs = [mmapcost._Spec("udmabuf", "dmabuf"), mmapcost._Spec("anon", "baseline")]
+    passes = [
+        _pass(100.0, 50.0, 200.0), _pass(60.0, 80.0, 100.0),  # repeat 1: a slow process second
+        _pass(90.0, 55.0, 180.0), _pass(0.0, 0.0, 0.0, error="allocation failed"),  # repeat 2
+        _pass(50.0, 90.0, 100.0), _pass(110.0, 45.0, 220.0),  # repeat 3: a slow process first
+    ]  # fmt: skip
+    u, anon = mmapcost._aggregate(specs, (4096,), passes, 2)
+    (s,) = u.sizes
+    assert s.read_mib_s is not None and (s.read_mib_s.n, s.read_mib_s.median) == (3, 100.0)  # 100, 90, 110
+    assert s.first_touch_ns_per_page is not None and s.first_touch_ns_per_page.median == 50.0  # 50, 55, 45
+    assert s.write_mib_s is None and s.sync_pair_ns is not None and s.sync_pair_ns.median == 5.0
+    assert s.error == "allocation failed"  # said, though the other passes measured it
+    (rel,) = s.relative
+    assert rel.baseline == "anon" and rel.read_mib_s is not None
+    assert rel.read_mib_s.n == 5 and rel.read_mib_s.median == 0.5  # per pass: .5 .6 .5 .5 .5
+    assert anon.sizes[0].read_mib_s is not None and anon.sizes[0].read_mib_s.median == 200.0
+    assert anon.sizes[0].relative == ()
+
+
+def test_worker_processes_measure_and_report_how_many() -> None:
+    report = mmapcost.run_bench(sizes=(4096,), repeat=2, processes=2)
+    doc = report_json(report)
+    assert doc["processes"] == 2 and doc["repeat"] == 2
+    for t in report.targets:
+        (s,) = t.sizes
+        assert s.error is None and s.read_mib_s is not None and s.read_mib_s.n == 2
+    assert any("fresh worker process" in note for note in report.notes)
+
+
+def test_a_failing_worker_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with pytest.raises(DmabufInspectError, match=r"^bench worker exited with status 1: no message$"):
+        mmapcost.run_bench(sizes=(4096,), repeat=1, processes=1)
+    with pytest.raises(UsageError):
+        mmapcost.run_bench(sizes=(4096,), processes=-1)
 
 
 def test_baselines_are_measured_and_match_the_schema() -> None:

@@ -1,11 +1,15 @@
 """Measure what CPU access to dma-bufs costs, per exporter and size, against anon and memfd memory.
 
-For each exporter (udmabuf, or a heap under /dev/dma_heap) and each size, the buffer is
-allocated in this process, then mapped afresh on every repeat: mmap time, first-touch cost per
-page, steady write and read bandwidth, and the DMA_BUF_IOCTL_SYNC start/end pair. Anonymous
-memory and a memfd are measured the same way in the same run. Figures are medians with their
-quartiles. With --fd N, an fd this process inherited is measured instead of new buffers.
-Allocating needs access to /dev/udmabuf or /dev/dma_heap/NAME (usually root).
+For each exporter (udmabuf, or a heap under /dev/dma_heap) and each size, buffers are allocated
+by the bench's own worker processes and mapped afresh: mmap time, first-touch cost per page,
+steady write and read bandwidth, and the DMA_BUF_IOCTL_SYNC start/end pair. Anonymous memory
+and a memfd are measured the same way in the same run. Each repeat keeps the best of
+--processes fresh processes (a process's own state can slow it down as long as it lives);
+figures are medians over the repeats with their quartiles. With --fd N, an fd this process
+inherited is measured instead of new buffers. Allocating needs access to /dev/udmabuf or
+/dev/dma_heap/NAME (usually root). The result is kept per kernel release in
+$XDG_CACHE_HOME/dmabuf-inspect/bench-RELEASE.json (~/.cache by default), where the TUI's buffer
+detail finds it.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import argparse
 import json
 import sys
 
-from .. import mmapcost
-from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
+from .. import benchcache, mmapcost
+from ..errors import EXIT_FAILURE, EXIT_OK, UsageError, describe_oserror
 from ..textsafe import escape
 
 NAME = "bench"
@@ -32,7 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size", default=DEFAULT_SIZES, metavar="LIST", help="comma-separated sizes (default: %(default)s)"
     )
-    parser.add_argument("--repeat", type=int, default=5, metavar="N", help="repeats per size (default: 5)")
+    parser.add_argument(
+        "--repeat", type=int, default=mmapcost.DEFAULT_REPEAT, metavar="N", help="repeats (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=mmapcost.DEFAULT_PROCESSES,
+        metavar="N",
+        help="fresh worker processes per repeat, of which each figure keeps the best (default: %(default)s; "
+        "0: measure in this process)",
+    )
     parser.add_argument("--fd", type=int, metavar="N", help="measure this inherited dma-buf fd too")
     parser.add_argument("--json", action="store_true", help="print the report as JSON (bench.schema.json)")
 
@@ -64,7 +78,8 @@ def _size(n: int) -> str:
 
 
 def print_report(report: mmapcost.BenchReport) -> None:
-    print(f"kernel {escape(report.kernel)}, page {report.page_size} B, {report.repeat} repeats; "
+    where = f"best of {report.processes} processes each" if report.processes else "in this process"
+    print(f"kernel {escape(report.kernel)}, page {report.page_size} B, {report.repeat} repeats ({where}); "
           "median (q1-q3)")  # fmt: skip
     header = ("size", "mmap us", "touch ns/page", "write MiB/s", "read MiB/s", "sync pair us")
     for t in report.targets:
@@ -115,12 +130,14 @@ def run(args: argparse.Namespace) -> int:
         fd=args.fd,
         sizes=sizes,
         repeat=args.repeat,
+        processes=args.processes,
         dev_root=args.roots.dev_root,
         sys_root=args.roots.sys_root,
         progress=progress,
     )
+    doc = mmapcost.report_to_dict(report)
     if args.json:
-        json.dump(mmapcost.report_to_dict(report), sys.stdout, indent=2)
+        json.dump(doc, sys.stdout, indent=2)
         print()
     else:
         print_report(report)
@@ -132,4 +149,15 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print("dmabuf-inspect: bench: no dma-buf could be measured (see above)", file=sys.stderr)
         return EXIT_FAILURE
+    _keep(doc)
     return EXIT_OK
+
+
+def _keep(doc: dict[str, object]) -> None:
+    """The latest result per kernel, for the TUI; failing to write it is only a warning."""
+    path = benchcache.cache_path(str(doc["kernel"]))
+    try:
+        benchcache.save(doc)
+    except OSError as exc:
+        print(f"dmabuf-inspect: bench: warning: result not kept: {escape(describe_oserror(f'writing {path}', exc))}",
+              file=sys.stderr)  # fmt: skip

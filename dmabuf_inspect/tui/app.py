@@ -21,6 +21,7 @@ from textual.screen import Screen
 from textual.widgets import Input
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from ..benchcache import BenchCache, CacheReader
 from ..errors import describe_oserror
 from ..model import Snapshot
 from ..textsafe import escape
@@ -50,9 +51,10 @@ class DmabufInspectApp(App[int]):
     class ViewReady(Message):
         """A scan finished and was indexed (posted from the worker thread)."""
 
-        def __init__(self, view: ViewData) -> None:
+        def __init__(self, view: ViewData, bench: tuple[BenchCache | None, str | None] = (None, None)) -> None:
             super().__init__()
             self.view = view
+            self.bench = bench
 
     class ScanFailed(Message):
         def __init__(self, error: str) -> None:
@@ -73,6 +75,7 @@ class DmabufInspectApp(App[int]):
         source: str = "live",
         export_dir: str | None = None,
         mmap_costs: Mapping[int, str] | None = None,
+        bench_cache_dir: str | None = None,
         cursor_blink: bool = True,
     ) -> None:
         super().__init__()
@@ -82,6 +85,11 @@ class DmabufInspectApp(App[int]):
         self.export_dir = export_dir if export_dir is not None else os.getcwd()
         # inode -> what touching it from the CPU costs, filled by whoever measured it; may stay empty
         self.mmap_costs: dict[int, str] = dict(mmap_costs or {})
+        self._bench_reader = CacheReader(bench_cache_dir)  # used by the scan worker only
+        self.bench: BenchCache | None = None
+        """`dmabuf-inspect bench` results cached for the scanned kernel; read with each scan."""
+        self.bench_problem: str | None = None
+        """Why the bench cache could not be read, when it exists but could not."""
         self.cursor_blink = cursor_blink
         self.view: ViewData | None = None
         """The snapshot on screen, indexed; None until the first scan is in."""
@@ -127,6 +135,7 @@ class DmabufInspectApp(App[int]):
         try:
             snapshot = self.collector()
             view = prepare(snapshot, previous)
+            bench = self._bench_reader.read(snapshot.kernel)
         except OSError as exc:
             if not worker.is_cancelled:
                 self.post_message(self.ScanFailed(describe_oserror("scanning", exc)))
@@ -136,12 +145,13 @@ class DmabufInspectApp(App[int]):
                 self.post_message(self.ScanFailed(f"{type(exc).__name__}: {exc}"))
             return
         if not worker.is_cancelled:
-            self.post_message(self.ViewReady(view))
+            self.post_message(self.ViewReady(view, bench))
 
     @on(ViewReady)
     def _view_ready(self, message: ViewReady) -> None:
         self.scanning = False
         self.scans += 1
+        self.bench, self.bench_problem = message.bench
         self.apply_view(message.view)
 
     @on(ScanFailed)

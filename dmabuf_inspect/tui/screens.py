@@ -298,8 +298,10 @@ class BufferScreen(ViewScreen):
             return
         change = view.diff.buffer(self.inode)
         bufinfo_ok = view.snapshot.sources.get("bufinfo") == "ok"
-        cost = self.dmabuf_app.mmap_costs.get(self.inode)
-        pairs = buffer_facts(b, change, cost, bufinfo_ok=bufinfo_ok)
+        app = self.dmabuf_app
+        cost = app.mmap_costs.get(self.inode)
+        bench = app.bench.cost(b.exporter, b.size_bytes) if cost is None and app.bench is not None else None
+        pairs = buffer_facts(b, change, cost, bufinfo_ok=bufinfo_ok, bench=bench, bench_problem=app.bench_problem)
         width = max(len(k) for k, _ in pairs)
         lines = "\n".join(f"{k:<{width}}  {v}" for k, v in pairs)
         facts.update(Text(lines, no_wrap=True, overflow="ellipsis"))

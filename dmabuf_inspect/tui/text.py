@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Mapping
 
+from ..benchcache import ExporterCost
 from ..model import Buffer, Fence, Snapshot
 from ..report import partial_notes
 from ..tables import human_bytes
@@ -92,8 +93,46 @@ def fence_text(f: Fence) -> str:
     return f"{escape(f.usage)}: " + " ".join(p for p in parts if p)
 
 
-def buffer_facts(b: Buffer, change: Change, cost: str | None, *, bufinfo_ok: bool) -> list[tuple[str, str]]:
-    """Label/value pairs for the buffer detail screen."""
+NOT_MEASURED = "not measured: run `dmabuf-inspect bench`"
+
+
+def _times(ratio: float | None) -> str:
+    return f" (x{ratio:.2f} anon)" if ratio is not None else ""
+
+
+def bench_cost_facts(cost: ExporterCost) -> list[tuple[str, str]]:
+    """The cached bench medians of a buffer's exporter, at the measured size nearest its size."""
+    touch = (f"first touch {cost.first_touch_ns_per_page:.0f} ns/page{_times(cost.first_touch_vs_anon)}"
+             if cost.first_touch_ns_per_page is not None else "first touch -")  # fmt: skip
+    figures = (("read", cost.read_mib_s, cost.read_vs_anon), ("write", cost.write_mib_s, cost.write_vs_anon))
+    bandwidth = [f"{label} {value:.0f} MiB/s{_times(ratio)}" for label, value, ratio in figures if value is not None]
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(cost.measured_at))
+    return [
+        ("mmap cost", f"{touch}, {escape(cost.exporter)} at {human_bytes(cost.size_bytes)}"),
+        ("", " · ".join(bandwidth) if bandwidth else "bandwidth -"),
+        ("Measured", f"{when} by `dmabuf-inspect bench` (kernel {escape(cost.kernel)})"),
+    ]
+
+
+def buffer_facts(
+    b: Buffer,
+    change: Change,
+    cost: str | None,
+    *,
+    bufinfo_ok: bool,
+    bench: ExporterCost | None = None,
+    bench_problem: str | None = None,
+) -> list[tuple[str, str]]:
+    """Label/value pairs for the buffer detail screen. The mmap cost is COST (set for this buffer
+    by whoever measured it), else BENCH (cached bench medians of its exporter)."""
+    if cost:
+        cost_facts = [("mmap cost", cost)]
+    elif bench is not None:
+        cost_facts = bench_cost_facts(bench)
+    elif bench_problem:
+        cost_facts = [("mmap cost", f"{NOT_MEASURED} (cached result unreadable: {escape(bench_problem)})")]
+    else:
+        cost_facts = [("mmap cost", NOT_MEASURED)]
     refs = f"{b.fd_refs} fd + {b.map_refs} mapping"
     if b.count is None:
         kernel = "unknown (no source printed the reference count)"
@@ -108,7 +147,7 @@ def buffer_facts(b: Buffer, change: Change, cost: str | None, *, bufinfo_ok: boo
         ("References", f"count {b.count if b.count is not None else '?'}: {refs}"),
         ("Kernel-held", kernel),
         ("Processes", str(len(b.holders))),
-        ("mmap cost", cost if cost else "not measured"),
+        *cost_facts,
     ]
     if not bufinfo_ok:
         facts.append(("Importers", f"unknown: debugfs bufinfo unreadable ({DEBUGFS_HINT}, as root)"))

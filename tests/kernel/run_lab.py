@@ -63,6 +63,7 @@ class Result:
     seconds: float = 0.0
     log_tail: list[str] = field(default_factory=list)
     capture: bool = False  # --capture-fixtures: no tests, only the capture
+    figures: dict[str, dict[str, str]] = field(default_factory=dict)  # test -> what it recorded (record_property)
 
     @property
     def ok(self) -> bool:
@@ -175,6 +176,10 @@ def read_junit(path: str, result: Result) -> None:
         result.errors += int(suite.get("errors", 0))
         result.skipped += int(suite.get("skipped", 0))
     result.passed = result.tests - result.failed - result.errors - result.skipped
+    for case in root.iter("testcase"):
+        recorded = {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
+        if recorded:
+            result.figures[case.get("name", "")] = recorded
 
 
 def _stream(proc: subprocess.Popen[str], log: str, tail: deque[str], prefix: str, quiet: bool) -> None:
@@ -279,6 +284,8 @@ def report(result: Result, *, with_tail: bool = True) -> None:
     if result.capture:
         counts = f"capture into fixtures/lab-{k.series}"
     print(f"lab: {k.version}: {status}: {counts} ({result.seconds:.0f}s)", flush=True)
+    for test, recorded in result.figures.items():
+        print(f"lab: {k.version}: {test}: " + ", ".join(f"{n}={v}" for n, v in recorded.items()), flush=True)
     if result.problem:
         print(f"lab: {k.version}: LAB FAILURE: {result.problem}", flush=True)
     if result.skipped:

@@ -9,21 +9,25 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
-from dmabuf_inspect import mmapcost, udmabuf
+from dmabuf_inspect import benchcache, mmapcost, udmabuf
 
 pytestmark = pytest.mark.kernel
 FIGURES = ("mmap_ns", "first_touch_ns_per_page", "write_mib_s", "read_mib_s")
 
 
-def bench(*args: str, pass_fds: tuple[int, ...] = ()) -> tuple[int, dict[str, Any], str]:
+def bench(*args: str, pass_fds: tuple[int, ...] = (), cache: str | None = None) -> tuple[int, dict[str, Any], str]:
+    env = dict(os.environ)
+    if cache is not None:
+        env["XDG_CACHE_HOME"] = cache
     proc = subprocess.run(
         [sys.executable, "-m", "dmabuf_inspect", "bench", "--json", *args],
-        capture_output=True, text=True, pass_fds=pass_fds, timeout=600,
+        capture_output=True, text=True, pass_fds=pass_fds, timeout=600, env=env,
     )  # fmt: skip
     doc = json.loads(proc.stdout) if proc.stdout.strip() else {}
     return proc.returncode, doc, proc.stderr
@@ -40,12 +44,17 @@ def well_formed(size: dict[str, Any], *, sync: bool) -> None:
         assert size["sync_pair_ns"] is None
 
 
-def test_bench_json_udmabuf_and_system() -> None:
-    rc, doc, err = bench("--exporter", "udmabuf,system", "--size", "4K,1M", "--repeat", "2")
+def test_bench_json_udmabuf_and_system(tmp_path: Path) -> None:
+    rc, doc, err = bench("--exporter", "udmabuf,system", "--size", "4K,1M", "--repeat", "2", cache=str(tmp_path))
     assert rc == 0, err
     with open(mmapcost.schema_path()) as f:
         jsonschema.validate(doc, json.load(f))
     assert doc["kernel"] == os.uname().release and doc["repeat"] == 2
+    assert doc["processes"] == 2  # each repeat: the best of 2 worker processes, each with its own buffers
+    cache = benchcache.load(os.uname().release, str(tmp_path / "dmabuf-inspect"))
+    assert cache is not None and cache.runs[0]["report"] == doc  # kept for the TUI
+    system = cache.cost("system", 4 << 20)
+    assert system is not None and system.size_bytes == 1 << 20 and system.read_vs_anon is not None
     targets = {t["target"]: t for t in doc["targets"]}
     assert list(targets) == ["udmabuf", "system", "anon", "memfd"]
     assert (targets["udmabuf"]["exporter"], targets["udmabuf"]["exporter_class"]) == ("udmabuf", "udmabuf")
@@ -68,10 +77,11 @@ def test_system_heap_mmap_populates_every_page() -> None:
     assert big.mmap_ns.median > 10 * small.mmap_ns.median
 
 
-def test_bench_an_inherited_fd() -> None:
+def test_bench_an_inherited_fd(tmp_path: Path) -> None:
     with udmabuf.create_with_memfd(64 << 10, cloexec=False) as buf:
-        fd = buf.fd
-        rc, doc, err = bench("--fd", str(fd), "--size", "4K,64K,1M", "--repeat", "2", pass_fds=(fd,))
+        fd = buf.fd  # the bench's worker processes inherit it in turn
+        rc, doc, err = bench("--fd", str(fd), "--size", "4K,64K,1M", "--repeat", "2", pass_fds=(fd,),
+                             cache=str(tmp_path))  # fmt: skip
     assert rc == 0, err
     target = doc["targets"][0]
     assert (target["target"], target["exporter"], target["exporter_class"]) == (f"fd:{fd}", "udmabuf", "udmabuf")
@@ -80,9 +90,10 @@ def test_bench_an_inherited_fd() -> None:
         well_formed(s, sync=True)
 
 
-def test_bench_reports_a_missing_heap_and_fails_without_any_dmabuf() -> None:
-    rc, doc, _ = bench("--exporter", "no-such-heap", "--size", "4K", "--repeat", "1")
+def test_bench_reports_a_missing_heap_and_fails_without_any_dmabuf(tmp_path: Path) -> None:
+    rc, doc, _ = bench("--exporter", "no-such-heap", "--size", "4K", "--repeat", "1", cache=str(tmp_path))
     assert rc == 1
     target = doc["targets"][0]
     assert target["target"] == "no-such-heap" and target["sizes"] == []
     assert target["error"].startswith("Opening dma-buf heap no-such-heap")
+    assert not (tmp_path / "dmabuf-inspect").exists()  # nothing measured, nothing kept

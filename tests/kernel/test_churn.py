@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -34,13 +35,14 @@ def _start_churn(log_path: Path) -> subprocess.Popen[str]:
     return proc
 
 
-def test_300_scans_under_churn_report_only_real_buffers(tmp_path: Path) -> None:
+def test_300_scans_under_churn_report_only_real_buffers(tmp_path: Path, record_property: Any) -> None:
     log_path = tmp_path / "allocations"
     log_path.touch()
     before = {b.inode: (b.size_bytes, b.exporter) for b in collect().buffers}
     load = _start_churn(log_path)
     reported: dict[int, tuple[int, str]] = {}
     scans = 0
+    scan_errors = 0
     try:
         t0 = time.monotonic()
         for _ in range(SCANS):
@@ -49,6 +51,7 @@ def test_300_scans_under_churn_report_only_real_buffers(tmp_path: Path) -> None:
             if scans % 50 == 0:
                 print(f"churn: {scans} scans in {time.monotonic() - t0:.0f} s", flush=True)
             assert not snap.denied_pids
+            scan_errors += len(snap.errors)
             for b in snap.buffers:
                 if b.size_source != "maps":  # a mapping seen without its fd: size is a lower bound
                     reported.setdefault(b.inode, (b.size_bytes, b.exporter))
@@ -65,11 +68,14 @@ def test_300_scans_under_churn_report_only_real_buffers(tmp_path: Path) -> None:
     assert len(churned) > 100, f"scans saw only {len(churned)} churned buffers"
     wrong = {i: v for i, v in churned.items() if logged.get(i) != v}
     assert not wrong, f"reported buffers that never existed so: {list(wrong.items())[:5]}"
-    print(f"churn: {SCANS} scans in {time.monotonic() - t0:.0f} s, {len(logged)} buffers churned, "
-          f"{len(churned)} seen by scans, 0 errors")
+    figures = {"scans": SCANS, "seconds": round(time.monotonic() - t0), "buffers_churned": len(logged),
+               "churned_seen_by_scans": len(churned), "exceptions": 0, "scan_errors": scan_errors}
+    for name, value in figures.items():
+        record_property(name, value)  # into the lab's junit.xml
+    print("churn:", figures)
 
 
-def test_no_fd_or_memory_leak_over_1000_scans() -> None:
+def test_no_fd_or_memory_leak_over_1000_scans(record_property: Any) -> None:
     with DmaHeap.open("system") as heap:
         held = [heap.alloc(4096) for _ in range(50)]
         maps = [b.mmap() for b in held[::5]]
@@ -86,4 +92,7 @@ def test_no_fd_or_memory_leak_over_1000_scans() -> None:
             b.close()
     assert fds_after == fds_before
     assert rss_after - rss_before < 2 * 1024 * 1024, (rss_before, rss_after)
+    for name, value in (("scans", LEAK_SCANS), ("fds_before", fds_before), ("fds_after", fds_after),
+                        ("rss_before", rss_before), ("rss_after", rss_after)):
+        record_property(name, value)
     print(f"leak check: {LEAK_SCANS} scans, fds {fds_before}->{fds_after}, rss {rss_before}->{rss_after}")
