@@ -329,13 +329,18 @@ def _table_fast(raw: bytes) -> BufInfoTable | None:
     )
 
 
-def parse_bufinfo_table(data: bytes | str) -> BufInfoTable:
-    """parse_bufinfo(), column by column: what a scan of 10 000 buffers wants."""
+def _parse(data: bytes | str) -> BufInfoTable | BufInfo:
+    """Columns when the file is plain, else the line parser's records."""
     raw = _as_bytes(data)
     if not raw.strip():
         raise BufinfoParseError("empty dma_buf/bufinfo")
-    fast = _table_fast(raw)
-    return fast if fast is not None else BufInfoTable.of(_parse_lines(raw))
+    return _table_fast(raw) or _parse_lines(raw)
+
+
+def parse_bufinfo_table(data: bytes | str) -> BufInfoTable:
+    """parse_bufinfo(), column by column: what a scan of 10 000 buffers wants."""
+    parsed = _parse(data)
+    return parsed if isinstance(parsed, BufInfoTable) else BufInfoTable.of(parsed)
 
 
 def parse_bufinfo(data: bytes | str) -> BufInfo:
@@ -346,11 +351,8 @@ def parse_bufinfo(data: bytes | str) -> BufInfo:
     `total_objects` None. Raises BufinfoParseError only for text with no header, no object and
     no totals line.
     """
-    raw = _as_bytes(data)
-    if not raw.strip():
-        raise BufinfoParseError("empty dma_buf/bufinfo")
-    fast = _table_fast(raw)
-    return fast.bufinfo() if fast is not None else _parse_lines(raw)
+    parsed = _parse(data)
+    return parsed.bufinfo() if isinstance(parsed, BufInfoTable) else parsed
 
 
 def _parse_lines(raw: bytes) -> BufInfo:

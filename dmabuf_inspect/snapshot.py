@@ -411,18 +411,20 @@ class _Buffers:
     def build(self) -> list[Buffer]:
         table, fdinfo = self.table, self.scan.fdinfo
         bulk: list[Buffer] = []
+        in_bulk: set[int | None] = set()
         by_inode: dict[int, int] = {}  # bufinfo row of an inode the bulk leaves to _one()
         if table is not None and None in table.inode:  # before 5.3: no ino column, nothing to join on
             by_inode = {_LEGACY_INODE_BASE - i: i for i in range(len(table.inode))}
         elif table is not None and table.inode:
-            named = fdinfo.keys() & set(table.inode)  # their fdinfo was read: it has their exact name
+            listed = set(table.inode)
+            named = fdinfo.keys() & listed  # their fdinfo was read: it has their exact name
             rows = None
             if named:
                 rows = [i for i, inode in enumerate(table.inode) if inode not in named]
                 by_inode = {inode: i for i, inode in enumerate(table.inode) if inode in named}
             bulk = self._bulk(table, rows)
-        bulk_inodes = set(map(itemgetter(0), bulk))
-        rest = (self.holdings.held.keys() | fdinfo.keys() | self.sysfs.keys() | by_inode.keys()) - bulk_inodes
+            in_bulk = listed - named
+        rest = (self.holdings.held.keys() | fdinfo.keys() | self.sysfs.keys() | by_inode.keys()) - in_bulk
         bulk.extend(self._one(inode, by_inode.get(inode)) for inode in rest)
         bulk.sort()  # by inode: the first field, unique
         return bulk

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -13,11 +12,11 @@ from typing import Any
 
 import jsonschema
 import pytest
+from bench_cli_args import bench_args
 
 from dmabuf_inspect import benchcache, mmapcost
 from dmabuf_inspect.benchcache import BenchCacheError, CacheReader
 from dmabuf_inspect.commands import bench
-from dmabuf_inspect.roots import Roots
 
 KERNEL = "6.12.107+deb13-amd64"
 SIZES = (4096, 1 << 20, 64 << 20)
@@ -138,16 +137,6 @@ def test_reading_the_cache_never_loads_the_measuring_code(tmp_path: Path) -> Non
     assert out.strip() == "[]"
 
 
-def _args(tmp_path: Path, **kw: object) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    args = parser.parse_args([])
-    args.roots = Roots(dev_root=str(tmp_path), sys_root=str(tmp_path))
-    for k, v in kw.items():
-        setattr(args, k, v)
-    return args
-
-
 def _measured_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """run_bench as if udmabuf had been measured (no dma-buf device on a test machine)."""
     doc = fake_report({"udmabuf": 0.5}, kernel=os.uname().release)
@@ -170,7 +159,7 @@ def test_bench_command_keeps_its_result(
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     _measured_run(monkeypatch)
-    assert bench.run(_args(tmp_path, json=True)) == 0
+    assert bench.run(bench_args(tmp_path, json=True)) == 0
     out, err = capsys.readouterr()
     assert err == ""
     cache = benchcache.load(os.uname().release, str(tmp_path / "cache" / "dmabuf-inspect"))
@@ -184,7 +173,7 @@ def test_bench_command_warns_in_one_line_when_the_cache_cannot_be_written(
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # the cache directory cannot be made
     _measured_run(monkeypatch)
-    assert bench.run(_args(tmp_path)) == 0
+    assert bench.run(bench_args(tmp_path)) == 0
     out, err = capsys.readouterr()
     assert "udmabuf" in out
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -196,5 +185,5 @@ def test_bench_command_keeps_nothing_when_nothing_was_measured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert bench.run(_args(tmp_path, size="4K", repeat=1, processes=0, exporter="udmabuf", json=True)) == 1
+    assert bench.run(bench_args(tmp_path, size="4K", repeat=1, processes=0, exporter="udmabuf", json=True)) == 1
     assert not (tmp_path / "cache").exists()

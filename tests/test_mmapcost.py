@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -10,11 +9,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from bench_cli_args import bench_args
 
 from dmabuf_inspect import mmapcost
 from dmabuf_inspect.commands import bench
 from dmabuf_inspect.errors import DmabufInspectError, NotADmabufError, UsageError
-from dmabuf_inspect.roots import Roots
 
 
 @pytest.mark.parametrize(
@@ -149,20 +148,10 @@ def test_missing_devices_are_reported_per_target(tmp_path: Path) -> None:
     report_json(report)
 
 
-def _args(tmp_path: Path, **kw: object) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    args = parser.parse_args([])
-    args.roots = Roots(dev_root=str(tmp_path), sys_root=str(tmp_path))
-    for k, v in kw.items():
-        setattr(args, k, v)
-    return args
-
-
 def test_bench_command_without_dmabufs_fails_with_a_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc = bench.run(_args(tmp_path, size="4K", repeat=1))
+    rc = bench.run(bench_args(tmp_path, size="4K", repeat=1))
     out, err = capsys.readouterr()
     assert rc == 1
     assert "udmabuf  (exp_name -, class -)" in out and "not measured: Opening" in out
@@ -172,7 +161,7 @@ def test_bench_command_without_dmabufs_fails_with_a_report(
 
 
 def test_bench_command_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = bench.run(_args(tmp_path, size="4K", repeat=1, json=True, exporter="udmabuf"))
+    rc = bench.run(bench_args(tmp_path, size="4K", repeat=1, json=True, exporter="udmabuf"))
     doc = json.loads(capsys.readouterr().out)
     assert rc == 1
     assert [t["target"] for t in doc["targets"]] == ["udmabuf", "anon", "memfd"]
@@ -182,8 +171,8 @@ def test_bench_command_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_bench_command_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
-        bench.run(_args(tmp_path, size="3K"))
+        bench.run(bench_args(tmp_path, size="3K"))
     with pytest.raises(UsageError):
-        bench.run(_args(tmp_path, exporter=" , "))
+        bench.run(bench_args(tmp_path, exporter=" , "))
     with pytest.raises(UsageError):
-        bench.run(_args(tmp_path, size="4K", repeat=0, exporter="udmabuf"))
+        bench.run(bench_args(tmp_path, size="4K", repeat=0, exporter="udmabuf"))
