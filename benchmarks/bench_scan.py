@@ -4,6 +4,7 @@ Run as root in the kernel lab:
     python3 benchmarks/bench_scan.py [--processes 100] [--buffers 100] [--repeat 5]
 It starts the load (benchmarks/loadgen.py), then times, best of --repeat each:
   ours      dmabuf_inspect.snapshot.collect() in this process, maps included (the work of `dump`)
+  ours_py   the same with the os.stat() walk of fd tables instead of the C one (_fdwalk.c)
   floor     ../shared/bench/floor_scan.c, naive and min, compiled here with gcc -O2
   lsof      `lsof -n -P` (when installed)
 and the peak RSS of a fresh `dmabuf-inspect dump` process. Prints one JSON object.
@@ -28,6 +29,7 @@ sys.path.insert(0, str(HERE))
 
 from loadgen import load  # noqa: E402
 
+from dmabuf_inspect import fdwalk  # noqa: E402
 from dmabuf_inspect.snapshot import collect  # noqa: E402
 
 
@@ -57,6 +59,15 @@ def _time_ours(repeat: int) -> tuple[list[float], int, int]:
     assert snap is not None
     fds = sum(b.fd_refs for b in snap.buffers)
     return times, len(snap.buffers), fds
+
+
+def _time_ours_py_walk(repeat: int) -> list[float]:
+    built = fdwalk.fds_on_dev
+    fdwalk.fds_on_dev = fdwalk.fds_on_dev_py
+    try:
+        return _time_ours(repeat)[0]
+    finally:
+        fdwalk.fds_on_dev = built
 
 
 def _time_lsof(repeat: int) -> float | None:
@@ -92,6 +103,7 @@ def main() -> int:
         ours, buffers, fds = _time_ours(args.repeat)
         floor_naive = _floor(binary, "naive", args.repeat) if binary else None
         floor_min = _floor(binary, "min", args.repeat) if binary else None
+        ours_py = _time_ours_py_walk(args.repeat)
         ours_again, _, _ = _time_ours(args.repeat)
         lsof = _time_lsof(max(1, args.repeat // 2))
         peak_rss = _peak_rss_of_dump()
@@ -100,6 +112,8 @@ def main() -> int:
         "load": {"processes": args.processes, "buffers_per_process": args.buffers, "shared": args.shared},
         "ours": {"best_s": best, "median_s": statistics.median(ours + ours_again), "buffers": buffers,
                  "fds": fds},
+        "c_walk": fdwalk.fds_on_dev_c is not None,
+        "ours_py_walk_best_s": min(ours_py),
         "floor_naive": floor_naive,
         "floor_min": floor_min,
         "lsof_best_s": lsof,
@@ -109,6 +123,8 @@ def main() -> int:
         result["ratio_vs_floor_naive"] = best / float(floor_naive["seconds_per_scan"])
     if floor_min:
         result["ratio_vs_floor_min"] = best / float(floor_min["seconds_per_scan"])
+    if floor_min:
+        result["ratio_py_walk_vs_floor_min"] = min(ours_py) / float(floor_min["seconds_per_scan"])
     if lsof:
         result["lsof_over_ours"] = lsof / best
     print(json.dumps(result, indent=2))

@@ -18,11 +18,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
-from operator import attrgetter, eq, floordiv, is_, itemgetter, sub
+from operator import floordiv, is_, itemgetter, sub
 from typing import TypeVar, cast
 
 from . import bufinfo as bufinfo_mod
-from . import devices
+from . import devices, fdwalk
 from .classes import exporter_class
 from .fdinfo import FdinfoParseError, parse_fdinfo
 from .maps import dmabuf_lines, parse_lines
@@ -52,7 +52,6 @@ _DMABUF_ANON = "anon_inode:dmabuf"  # before 5.3 (commit bb2bb9030425, "dma-buf:
 _LEGACY_INODE_BASE = -(1 << 33)
 _T = TypeVar("_T")
 _NO_EXTENT = (0, None)
-_st_dev, _st_ino = attrgetter("st_dev"), attrgetter("st_ino")
 
 
 def synthetic_inode(pid: int, fd: int) -> int:
@@ -155,48 +154,40 @@ class _Scan:
         except OSError:
             return {}  # exited, or a kernel thread's empty table
         try:
+            dev = self.dmabuf_dev
+            if dev is None:
+                try:
+                    names = os.listdir(dfd)
+                except OSError:
+                    return {}
+                dev = self._learn_dev(pid, dfd, names)
+                if dev is None:
+                    return {}
             try:
-                names = os.listdir(dfd)
+                numbers, inodes = fdwalk.fds_on_dev(dfd, dev)
             except OSError:
                 return {}
-            if self.dmabuf_dev is None and not self._learn_dev(pid, dfd, names):
-                return {}
-            return self._fds_by_inode(pid, dfd, names)
+            return self._fds_by_inode(pid, numbers, inodes)
         finally:
             os.close(dfd)
 
-    def _learn_dev(self, pid: int, dfd: int, names: list[str]) -> bool:
+    def _learn_dev(self, pid: int, dfd: int, names: list[str]) -> int | None:
         """readlink until the first `/dmabuf:` link gives the dma-buf filesystem's st_dev."""
         for name in names:
             try:
                 target = os.readlink(name, dir_fd=dfd)
                 if target.startswith(_DMABUF_PREFIX):
                     self.dmabuf_dev = os.stat(name, dir_fd=dfd).st_dev
-                    return True
+                    return self.dmabuf_dev
             except OSError:
                 continue  # closed meanwhile
             if target == _DMABUF_ANON:
                 self.legacy_fds.setdefault(pid, []).append(int(name))
-        return False
+        return None
 
-    def _fds_by_inode(self, pid: int, dfd: int, names: list[str]) -> dict[int, tuple[int, ...]]:
-        stat = os.stat
-        try:
-            stats = [stat(name, dir_fd=dfd) for name in names]
-        except OSError:  # an fd closed meanwhile: the slow way, fd by fd
-            stats, kept = [], []
-            for name in names:
-                try:
-                    stats.append(stat(name, dir_fd=dfd))
-                    kept.append(name)
-                except OSError:
-                    continue
-            names = kept
-        is_dmabuf = list(map(eq, map(_st_dev, stats), repeat(self.dmabuf_dev)))
-        if not any(is_dmabuf):
+    def _fds_by_inode(self, pid: int, numbers: Sequence[int], inodes: Sequence[int]) -> dict[int, tuple[int, ...]]:
+        if not numbers:
             return {}
-        inodes: Sequence[int] = list(compress(map(_st_ino, stats), is_dmabuf))
-        numbers: Sequence[int] = list(map(int, compress(names, is_dmabuf)))
         if numbers != sorted(numbers):  # a live /proc lists fds in order (proc_readfd_common)
             numbers, inodes = zip(*sorted(zip(numbers, inodes, strict=True)), strict=True)
         fds: dict[int, tuple[int, ...]] = dict(zip(inodes, zip(numbers), strict=True))

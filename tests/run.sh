@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, types, unit tests, then the kernel lab (6.12 and 7.3 VMs).
-# Installs what it needs (the project with its test extras; qemu, udev, kmod, virtme-ng and the
+# Installs what it needs (gcc; the project with its test extras; qemu, udev, kmod, virtme-ng and the
 # kernels through tests/kernel/setup.sh). Needs root for apt-get and the VMs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# A C compiler and Python's headers, for the C walk of fd tables (optional for users, tested here).
+if ! command -v gcc >/dev/null || ! python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev python3-dev >/dev/null
+fi
 python3 -m pip install -q -e '.[test]'
 echo "== ruff";   python3 -m ruff check dmabuf_inspect tests benchmarks fixtures
 echo "== mypy";   python3 -m mypy

@@ -2,6 +2,7 @@
 
 This machine's kernel has no dma-bufs, so `os.stat` is stood in for: it answers for fd links
 whose text says `/dmabuf:` with a dev/inode taken from the fake tree; all else is real I/O.
+The scan walks fd tables with os.stat() here; tests/test_fdwalk.py shows the C walk agrees.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from dmabuf_inspect import fdwalk
 from dmabuf_inspect import roots as roots_mod
 from dmabuf_inspect import snapshot as snapshot_mod
 from dmabuf_inspect.roots import Roots
@@ -77,6 +79,7 @@ def live(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
         return real_read(root, path, **kw)
 
     monkeypatch.setattr(os, "stat", fake_stat)
+    monkeypatch.setattr(fdwalk, "fds_on_dev", fdwalk.fds_on_dev_py)  # the C walk would not see fake_stat
     monkeypatch.setattr(os, "readlink", fake_readlink)
     monkeypatch.setattr(snapshot_mod, "read_bytes", counting_read)
     monkeypatch.setattr(Roots, "live", property(lambda self: True))
