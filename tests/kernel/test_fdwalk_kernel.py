@@ -1,0 +1,65 @@
+"""The C walk of fd tables on real dma-bufs: the same fds, inodes and snapshot as os.stat()'s.
+
+A known load (benchmarks/loadgen.py: processes with their own heap buffers, some mapped, some
+shared by all) is scanned twice, once with each walk, with nothing changing in between.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dmabuf_inspect import fdwalk
+from dmabuf_inspect.snapshot import collect
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from loadgen import HEAP, heap_alloc, load
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(scope="module")
+def pids() -> Iterator[list[int]]:
+    with load(8, 25, shared=3) as children:
+        yield children
+
+
+def test_the_lab_scans_with_the_c_walk() -> None:
+    assert fdwalk.fds_on_dev_c is not None and fdwalk.fds_on_dev is fdwalk.fds_on_dev_c
+
+
+def test_both_walks_find_the_same_dmabuf_fds(pids: list[int]) -> None:
+    assert fdwalk.fds_on_dev_c is not None
+    heap = os.open(HEAP, os.O_RDWR | os.O_CLOEXEC)
+    mine = heap_alloc(heap, 4096)
+    try:
+        dev = os.fstat(mine).st_dev
+        for pid in pids:
+            dfd = os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                c = fdwalk.fds_on_dev_c(dfd, dev)
+                assert c == fdwalk.fds_on_dev_py(dfd, dev)
+            finally:
+                os.close(dfd)
+            # its own buffers, the dup()s of the 7 it mapped (every 4th), the shared ones; nothing else
+            assert len(c[0]) == 25 + 7 + 3
+            assert all(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/dmabuf:") for fd in c[0])
+            assert len(set(c[1])) == 28
+    finally:
+        os.close(mine)
+        os.close(heap)
+
+
+def test_both_walks_give_the_same_snapshot(pids: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    with_c = collect()
+    monkeypatch.setattr(fdwalk, "fds_on_dev", fdwalk.fds_on_dev_py)
+    with_py = collect()
+    assert with_c.buffers == with_py.buffers
+    assert with_c.processes == with_py.processes
+    held = {h.pid for b in with_c.buffers for h in b.holders}
+    assert set(pids) <= held
+    assert sum(len(h.fds) for b in with_c.buffers for h in b.holders if h.pid in pids) == 8 * 35
