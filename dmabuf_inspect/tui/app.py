@@ -233,12 +233,12 @@ class DmabufInspectApp(App[int]):
         if view is None or not isinstance(screen, ViewScreen):
             self.notify("Nothing to export yet", severity="warning", markup=False)
             return
-        self._write_export(view, screen.view_state(), dict(self.mmap_costs))
+        self._write_export(view, screen.view_state(), dict(self.mmap_costs), self.bench)
 
     @work(thread=True, group="export", exit_on_error=False)
-    def _write_export(self, view: ViewData, state: ViewState, costs: dict[int, str]) -> None:
+    def _write_export(self, view: ViewData, state: ViewState, costs: dict[int, str], bench: BenchCache | None) -> None:
         try:
-            path = write_export(self.export_dir, export_document(view, state, costs))
+            path = write_export(self.export_dir, export_document(view, state, costs, bench))
         except OSError as exc:
             self.post_message(self.Exported(None, describe_oserror(f"writing to {self.export_dir}", exc)))
             return

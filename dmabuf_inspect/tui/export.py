@@ -13,9 +13,10 @@ import os
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..benchcache import BenchCache
 from ..jsonout import buffer_to_dict, process_to_dict, snapshot_to_dict
 from ..model import Buffer, Holder
 from ..textsafe import json_name
@@ -109,20 +110,24 @@ def _buffer_rows(view: ViewData, table: TableState, pid: int | None) -> list[dic
     return out
 
 
-def _buffer_detail(view: ViewData, inode: int, costs: Mapping[int, str]) -> dict[str, Any] | None:
+def _buffer_detail(view: ViewData, inode: int, costs: Mapping[int, str],
+                   bench: BenchCache | None) -> dict[str, Any] | None:  # fmt: skip
     b: Buffer | None = view.buffer_by_inode.get(inode)
     if b is None:
         return None
     doc = buffer_to_dict(b)
     doc["change"] = view.diff.buffer(inode).value
+    # As the detail screen: the cost set for this buffer, else the cached bench of its exporter.
     doc["mmap_cost"] = costs.get(inode)
+    measured = bench.cost(b.exporter, b.size_bytes) if bench is not None and doc["mmap_cost"] is None else None
+    doc["mmap_cost_bench"] = None if measured is None else asdict(measured)
     return doc
 
 
 def export_document(
-    view: ViewData, state: ViewState, costs: Mapping[int, str] | None = None
+    view: ViewData, state: ViewState, costs: Mapping[int, str] | None = None, bench: BenchCache | None = None
 ) -> dict[str, Any]:
-    """The JSON document of what is on screen."""
+    """The JSON document of what is on screen; BENCH: the cached `dmabuf-inspect bench` results."""
     doc: dict[str, Any] = {"screen": state.screen, "first_scan": view.diff.first}
     if state.processes is not None:
         doc["processes"] = {**state.processes.header(), "rows": _process_rows(view, state.processes)}
@@ -134,7 +139,7 @@ def export_document(
             "rows": _buffer_rows(view, state.buffers, state.selected_pid),
         }
     if state.inode is not None:
-        doc["buffer"] = _buffer_detail(view, state.inode, costs or {})
+        doc["buffer"] = _buffer_detail(view, state.inode, costs or {}, bench)
         if state.holders is not None:
             doc["holders"] = {
                 **state.holders.header(),

@@ -94,3 +94,25 @@ async def test_the_default_cache_is_the_users(tmp_path: Path, monkeypatch: Any) 
     async with app.run_test(size=SIZE) as pilot:
         await open_1002(app, pilot)
         assert "first touch 300 ns/page" in screen_text(app)
+
+
+async def test_export_carries_the_cached_medians_the_detail_shows(tmp_path: Path) -> None:
+    cached(tmp_path, "system", touch_ns=600.0, read=1850.0)
+    app = DmabufInspectApp(FakeCollector(scene_before()), interval_s=3600, cursor_blink=False,
+                           bench_cache_dir=str(tmp_path), export_dir=str(tmp_path))  # fmt: skip
+    async with app.run_test(size=SIZE) as pilot:
+        await open_1002(app, pilot)
+        await pilot.press("e")
+        await settle(pilot)
+        assert app.last_export is not None
+        buffer = json.loads(Path(app.last_export).read_text())["view"]["buffer"]
+        app.set_mmap_cost(1002, "read 9.1 GB/s (measured for this buffer)")  # the per-buffer hook wins here too
+        await pilot.press("e")
+        await settle(pilot)
+        hooked = json.loads(Path(app.last_export).read_text())["view"]["buffer"]
+    assert buffer["inode"] == 1002 and buffer["mmap_cost"] is None
+    bench = buffer["mmap_cost_bench"]
+    assert (bench["exporter"], bench["size_bytes"], bench["kernel"]) == ("system", 1 << 20, KERNEL)
+    assert (bench["first_touch_ns_per_page"], bench["read_mib_s"], bench["write_mib_s"]) == (600.0, 1850.0, 350.0)
+    assert round(bench["first_touch_vs_anon"], 2) == 0.03 and bench["measured_at"] == MEASURED_AT
+    assert hooked["mmap_cost"] == "read 9.1 GB/s (measured for this buffer)" and hooked["mmap_cost_bench"] is None
