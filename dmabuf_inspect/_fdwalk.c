@@ -1,9 +1,9 @@
 /* The hot loop of a live scan: one fstatat() per entry of a /proc/PID/fd directory.
  *
- * fds_on_dev(dirfd, dev) -> (fds, inodes): the fds whose target's st_dev is `dev` (the dma-buf
- * filesystem's), in directory order, and their targets' inodes. An entry that cannot be
- * stat()ed (closed meanwhile) is skipped. The walk runs without the GIL and builds no Python
- * object per fd it drops; in Python, os.stat() makes an os.stat_result for every fd.
+ * fds_by_inode(dirfd, dev) -> {inode: (fd, ...)}: the fds whose target's st_dev is `dev` (the
+ * dma-buf filesystem's), by their target's inode. An entry that cannot be stat()ed (closed
+ * meanwhile) is skipped. The walk runs without the GIL and builds no Python object per fd it
+ * drops; in Python, os.stat() makes an os.stat_result for every fd.
  * Optional: dmabuf_inspect.snapshot does the same with os.stat() when this is not built.
  */
 #define PY_SSIZE_T_CLEAN
@@ -32,11 +32,16 @@ static int parse_fd(const char *name, long *out) {
     return 1;
 }
 
-static PyObject *fds_on_dev(PyObject *self, PyObject *args) {
+static int by_fd(const void *a, const void *b) {
+    long x = ((const found_t *)a)->fd, y = ((const found_t *)b)->fd;
+    return (x > y) - (x < y);
+}
+
+static PyObject *fds_by_inode(PyObject *self, PyObject *args) {
     int dirfd;
     unsigned long long dev;
     (void)self;
-    if (!PyArg_ParseTuple(args, "iK:fds_on_dev", &dirfd, &dev)) return NULL;
+    if (!PyArg_ParseTuple(args, "iK:fds_by_inode", &dirfd, &dev)) return NULL;
 
     found_t *found = NULL;
     size_t n = 0, cap = 0;
@@ -87,34 +92,56 @@ static PyObject *fds_on_dev(PyObject *self, PyObject *args) {
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    PyObject *fds = PyList_New((Py_ssize_t)n);
-    PyObject *inodes = PyList_New((Py_ssize_t)n);
-    if (fds == NULL || inodes == NULL) goto fail;
+    int ascending = 1;
+    for (size_t i = 1; i < n && ascending; i++) ascending = found[i - 1].fd < found[i].fd;
+    if (!ascending) qsort(found, n, sizeof *found, by_fd);
+    /* inode -> its fds, ascending; inodes in the order of their first fd */
+    PyObject *by_inode = PyDict_New();
+    if (by_inode == NULL) goto fail;
     for (size_t i = 0; i < n; i++) {
-        PyObject *f = PyLong_FromLong(found[i].fd);
         PyObject *ino = PyLong_FromUnsignedLongLong(found[i].ino);
-        if (f == NULL || ino == NULL) {
-            Py_XDECREF(f);
-            Py_XDECREF(ino);
+        PyObject *fd = PyLong_FromLong(found[i].fd);
+        PyObject *fds = NULL;
+        if (ino != NULL && fd != NULL) {
+            PyObject *had = PyDict_GetItemWithError(by_inode, ino); /* borrowed */
+            if (had == NULL && !PyErr_Occurred()) {
+                fds = PyTuple_Pack(1, fd);
+            } else if (had != NULL) { /* one buffer under several fds: rare, and few fds each */
+                Py_ssize_t k = PyTuple_GET_SIZE(had);
+                fds = PyTuple_New(k + 1);
+                if (fds != NULL) {
+                    for (Py_ssize_t j = 0; j < k; j++) {
+                        PyObject *item = PyTuple_GET_ITEM(had, j);
+                        Py_INCREF(item);
+                        PyTuple_SET_ITEM(fds, j, item);
+                    }
+                    Py_INCREF(fd);
+                    PyTuple_SET_ITEM(fds, k, fd);
+                }
+            }
+        }
+        int bad = fds == NULL || PyDict_SetItem(by_inode, ino, fds) != 0;
+        Py_XDECREF(ino);
+        Py_XDECREF(fd);
+        Py_XDECREF(fds);
+        if (bad) {
+            Py_DECREF(by_inode);
             goto fail;
         }
-        PyList_SET_ITEM(fds, (Py_ssize_t)i, f);
-        PyList_SET_ITEM(inodes, (Py_ssize_t)i, ino);
     }
     free(found);
-    return Py_BuildValue("(NN)", fds, inodes);
+    return by_inode;
 
 fail:
     free(found);
-    Py_XDECREF(fds);
-    Py_XDECREF(inodes);
     return NULL;
 }
 
 static PyMethodDef methods[] = {
-    {"fds_on_dev", fds_on_dev, METH_VARARGS,
-     "fds_on_dev(dirfd, dev) -> (fds, inodes): the entries of an open /proc/PID/fd directory\n"
-     "whose target is on device `dev`, in directory order, and the targets' inodes."},
+    {"fds_by_inode", fds_by_inode, METH_VARARGS,
+     "fds_by_inode(dirfd, dev) -> {inode: fds}: the entries of an open /proc/PID/fd directory\n"
+     "whose target is on device `dev`, by the target's inode; fds ascending, inodes in the\n"
+     "order of their first fd."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,7 +13,6 @@ import gc
 import os
 import time
 import zlib
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -164,10 +163,10 @@ class _Scan:
                 if dev is None:
                     return {}
             try:
-                numbers, inodes = fdwalk.fds_on_dev(dfd, dev)
+                fds = fdwalk.fds_by_inode(dfd, dev)
             except OSError:
                 return {}
-            return self._fds_by_inode(pid, numbers, inodes)
+            return self._read_new_fdinfo(pid, fds)
         finally:
             os.close(dfd)
 
@@ -185,23 +184,8 @@ class _Scan:
                 self.legacy_fds.setdefault(pid, []).append(int(name))
         return None
 
-    def _fds_by_inode(self, pid: int, numbers: Sequence[int], inodes: Sequence[int]) -> dict[int, tuple[int, ...]]:
-        if not numbers:
-            return {}
-        if numbers != sorted(numbers):  # a live /proc lists fds in order (proc_readfd_common)
-            numbers, inodes = zip(*sorted(zip(numbers, inodes, strict=True)), strict=True)
-        fds: dict[int, tuple[int, ...]] = dict(zip(inodes, zip(numbers), strict=True))
-        if len(fds) != len(inodes):  # one buffer under several fds (Python's mmap dup()s one)
-            counts = Counter(inodes)
-            if max(counts.values()) == 2:  # the first fd and the last are all of them
-                first = dict(zip(reversed(inodes), reversed(numbers), strict=True))
-                fds.update((i, (first[i], fds[i][0])) for i, n in counts.items() if n == 2)
-            else:
-                shared: dict[int, list[int]] = {i: [] for i, n in counts.items() if n > 1}
-                for fd, inode in zip(numbers, inodes, strict=True):
-                    if inode in shared:
-                        shared[inode].append(fd)
-                fds.update((inode, tuple(f)) for inode, f in shared.items())
+    def _read_new_fdinfo(self, pid: int, fds: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
+        """fdinfo for the buffers neither bufinfo nor an earlier process described."""
         for inode in fds.keys() - self.known_inodes:
             info = next(filter(None, map(self._read_fdinfo, repeat(pid), fds[inode])), None)
             if info is None:

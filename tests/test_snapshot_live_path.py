@@ -79,7 +79,7 @@ def live(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
         return real_read(root, path, **kw)
 
     monkeypatch.setattr(os, "stat", fake_stat)
-    monkeypatch.setattr(fdwalk, "fds_on_dev", fdwalk.fds_on_dev_py)  # the C walk would not see fake_stat
+    monkeypatch.setattr(fdwalk, "fds_by_inode", fdwalk.fds_by_inode_py)  # the C walk would not see fake_stat
     monkeypatch.setattr(os, "readlink", fake_readlink)
     monkeypatch.setattr(snapshot_mod, "read_bytes", counting_read)
     monkeypatch.setattr(Roots, "live", property(lambda self: True))

@@ -3,7 +3,9 @@
 The document is built and written in a worker thread from immutable inputs (the ViewData and
 the rows each table shows), so the UI never waits for it. Schema `dmabuf-inspect-view/1`:
 `view` holds what was on screen (sort, filter, rows in screen order, changes since the last
-refresh); `snapshot` is the `dmabuf-inspect/1` document of `jsonout`.
+refresh; on the buffer screen, `buffer.mmap_cost`, the cost set for that buffer, or else
+`buffer.mmap_cost_bench`, the cached `dmabuf-inspect bench` medians of its exporter that the
+screen shows); `snapshot` is the `dmabuf-inspect/1` document of `jsonout`.
 """
 
 from __future__ import annotations

@@ -29,11 +29,11 @@ def pids() -> Iterator[list[int]]:
 
 
 def test_the_lab_scans_with_the_c_walk() -> None:
-    assert fdwalk.fds_on_dev_c is not None and fdwalk.fds_on_dev is fdwalk.fds_on_dev_c
+    assert fdwalk.fds_by_inode_c is not None and fdwalk.fds_by_inode is fdwalk.fds_by_inode_c
 
 
 def test_both_walks_find_the_same_dmabuf_fds(pids: list[int]) -> None:
-    assert fdwalk.fds_on_dev_c is not None
+    assert fdwalk.fds_by_inode_c is not None
     heap = os.open(HEAP, os.O_RDWR | os.O_CLOEXEC)
     mine = heap_alloc(heap, 4096)
     try:
@@ -41,14 +41,17 @@ def test_both_walks_find_the_same_dmabuf_fds(pids: list[int]) -> None:
         for pid in pids:
             dfd = os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                c = fdwalk.fds_on_dev_c(dfd, dev)
-                assert c == fdwalk.fds_on_dev_py(dfd, dev)
+                c = fdwalk.fds_by_inode_c(dfd, dev)
+                assert list(c.items()) == list(fdwalk.fds_by_inode_py(dfd, dev).items())
             finally:
                 os.close(dfd)
-            # its own buffers, the dup()s of the 7 it mapped (every 4th), the shared ones; nothing else
-            assert len(c[0]) == 25 + 7 + 3
-            assert all(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/dmabuf:") for fd in c[0])
-            assert len(set(c[1])) == 28
+            # its own 25 buffers and the 3 shared ones, the 7 it mapped (every 4th) under 2 fds: Python's
+            # mmap dup()s the fd; nothing else
+            assert len(c) == 28 and sorted(map(len, c.values())) == [1] * 21 + [2] * 7
+            for inode, fds in c.items():
+                for fd in fds:
+                    assert os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/dmabuf:")
+                    assert os.stat(f"/proc/{pid}/fd/{fd}").st_ino == inode
     finally:
         os.close(mine)
         os.close(heap)
@@ -56,7 +59,7 @@ def test_both_walks_find_the_same_dmabuf_fds(pids: list[int]) -> None:
 
 def test_both_walks_give_the_same_snapshot(pids: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     with_c = collect()
-    monkeypatch.setattr(fdwalk, "fds_on_dev", fdwalk.fds_on_dev_py)
+    monkeypatch.setattr(fdwalk, "fds_by_inode", fdwalk.fds_by_inode_py)
     with_py = collect()
     assert with_c.buffers == with_py.buffers
     assert with_c.processes == with_py.processes
