@@ -4,7 +4,7 @@
  * dma-buf filesystem's), by their target's inode. An entry that cannot be stat()ed (closed
  * meanwhile) is skipped. The walk runs without the GIL and builds no Python object per fd it
  * drops; in Python, os.stat() makes an os.stat_result for every fd.
- * Optional: dmabuf_inspect.snapshot does the same with os.stat() when this is not built.
+ * Optional: dmabuf_inspect.fdwalk does the same with os.stat() when this is not built.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -82,7 +82,7 @@ static PyObject *fds_by_inode(PyObject *self, PyObject *args) {
             found[n].ino = (unsigned long long)st.st_ino;
             n++;
         }
-        rewinddir(dir); /* the offset is shared with the caller's fd: leave it as found */
+        rewinddir(dir); /* the offset is shared with the caller's fd: rewound, as os.listdir(fd) leaves it */
         closedir(dir);
     }
     Py_END_ALLOW_THREADS
