@@ -51,11 +51,14 @@ def _floor_binary() -> Path | None:
     return None
 
 
+def _floor_scan(binary: Path, mode: str) -> dict[str, str]:
+    out = subprocess.run([str(binary), "1", mode], capture_output=True, text=True, check=True).stdout
+    return dict(kv.split("=") for kv in out.split())  # fds=N maps=N unique=N seconds_per_scan=S
+
+
 def _floor(binary: Path, mode: str) -> Callable[[], float]:
     def run() -> float:
-        out = subprocess.run([str(binary), "1", mode], capture_output=True, text=True, check=True).stdout
-        fields = dict(kv.split("=") for kv in out.split())
-        return float(fields["seconds_per_scan"])  # timed inside: no process start-up
+        return float(_floor_scan(binary, mode)["seconds_per_scan"])  # timed inside: no process start-up
     return run
 
 
@@ -126,12 +129,14 @@ def main() -> int:
     with load(args.processes, args.buffers, shared=args.shared):
         snap = collect()  # warms the dentry caches for everyone
         times = _rounds(contenders, args.rounds)
+        floor_saw = _floor_scan(binary, "min") if binary is not None else None
         lsof = _time_lsof(max(1, args.rounds // 2))
         peak_rss = _peak_rss_of_dump()
     result: dict[str, object] = {
         "load": {"processes": args.processes, "buffers_per_process": args.buffers, "shared": args.shared,
                  "buffers": len(snap.buffers), "fds": sum(b.fd_refs for b in snap.buffers),
-                 "mappings": sum(b.map_refs for b in snap.buffers)},
+                 "mappings": sum(b.map_refs for b in snap.buffers),
+                 "floor_saw": None if floor_saw is None else {k: int(floor_saw[k]) for k in ("fds", "maps", "unique")}},
         "c_walk": fdwalk.fds_by_inode_c is not None,
         "rounds": args.rounds,
         "seconds": {name: {"best": min(t), "median": statistics.median(t), "all": t} for name, t in times.items()},
