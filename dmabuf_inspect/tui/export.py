@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..benchcache import BenchCache
+from ..benchcache import BenchCache, ExporterCost
 from ..jsonout import buffer_to_dict, process_to_dict, snapshot_to_dict
 from ..model import Buffer, Holder
 from ..textsafe import json_name
@@ -112,6 +112,14 @@ def _buffer_rows(view: ViewData, table: TableState, pid: int | None) -> list[dic
     return out
 
 
+def mmap_cost_of(b: Buffer, costs: Mapping[int, str],
+                 bench: BenchCache | None) -> tuple[str | None, ExporterCost | None]:  # fmt: skip
+    """What touching B from the CPU costs, as the detail screen shows it: the cost set for this
+    buffer (COSTS), else the cached bench medians of its exporter."""
+    cost = costs.get(b.inode)
+    return cost, bench.cost(b.exporter, b.size_bytes) if cost is None and bench is not None else None
+
+
 def _buffer_detail(view: ViewData, inode: int, costs: Mapping[int, str],
                    bench: BenchCache | None) -> dict[str, Any] | None:  # fmt: skip
     b: Buffer | None = view.buffer_by_inode.get(inode)
@@ -119,9 +127,7 @@ def _buffer_detail(view: ViewData, inode: int, costs: Mapping[int, str],
         return None
     doc = buffer_to_dict(b)
     doc["change"] = view.diff.buffer(inode).value
-    # As the detail screen: the cost set for this buffer, else the cached bench of its exporter.
-    doc["mmap_cost"] = costs.get(inode)
-    measured = bench.cost(b.exporter, b.size_bytes) if bench is not None and doc["mmap_cost"] is None else None
+    doc["mmap_cost"], measured = mmap_cost_of(b, costs, bench)
     doc["mmap_cost_bench"] = None if measured is None else asdict(measured)
     return doc
 

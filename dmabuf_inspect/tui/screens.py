@@ -13,7 +13,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, Static
 
 from .diff import KERNEL_PID, Change
-from .export import TableState, ViewState
+from .export import TableState, ViewState, mmap_cost_of
 from .text import attachments_lines, banner_lines, buffer_facts, fences_lines, header_lines, heap_lines
 from .viewdata import (
     BUFFER_COLUMNS,
@@ -299,8 +299,7 @@ class BufferScreen(ViewScreen):
         change = view.diff.buffer(self.inode)
         bufinfo_ok = view.snapshot.sources.get("bufinfo") == "ok"
         app = self.dmabuf_app
-        cost = app.mmap_costs.get(self.inode)
-        bench = app.bench.cost(b.exporter, b.size_bytes) if cost is None and app.bench is not None else None
+        cost, bench = mmap_cost_of(b, app.mmap_costs, app.bench)
         pairs = buffer_facts(b, change, cost, bufinfo_ok=bufinfo_ok, bench=bench, bench_problem=app.bench_problem)
         width = max(len(k) for k, _ in pairs)
         lines = "\n".join(f"{k:<{width}}  {v}" for k, v in pairs)
