@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -97,6 +98,15 @@ def run_setup() -> list[Kernel]:
         tail = "\n".join(proc.stdout.splitlines()[-TAIL_LINES:])
         raise LabError(f"set-up failed (exit {proc.returncode}); its output ends with:\n{tail}")
     return kernels
+
+
+def find_vng() -> str | None:
+    """vng on PATH, or where pip put it for this interpreter (pyenv's shims may not know it yet)."""
+    found = shutil.which("vng")
+    if found is None:
+        candidate = os.path.join(sysconfig.get_path("scripts"), "vng")
+        found = candidate if os.access(candidate, os.X_OK) else None
+    return found
 
 
 def installed_kernels() -> list[Kernel]:
@@ -326,13 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if os.geteuid() != 0:
             raise LabError("run the lab as root (qemu, dpkg -x and depmod need it)")
-        args.vng = shutil.which("vng")
-        if args.vng is None:
-            raise LabError("vng (virtme-ng) not found on PATH; run without --skip-setup to install it")
         probe = subprocess.run([sys.executable, "-c", "import pytest, psutil"], capture_output=True)
         if probe.returncode != 0:
             raise LabError(f"{sys.executable} cannot import pytest and psutil: pip install -e '.[test]'")
+        # setup.sh installs vng: look for it only after it ran (a fresh machine has none before).
         kernels = installed_kernels() if args.skip_setup else run_setup()
+        args.vng = find_vng()
+        if args.vng is None:
+            hint = "run without --skip-setup to install it" if args.skip_setup else "setup.sh did not install it"
+            raise LabError(f"vng (virtme-ng) not found on PATH nor in {sysconfig.get_path('scripts')}; {hint}")
         wanted = [args.kernel] if args.kernel else list(LAB_KERNELS)
         missing = [s for s in wanted if s not in {k.series for k in kernels}]
         if missing:

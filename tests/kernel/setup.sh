@@ -16,7 +16,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
-command -v vng >/dev/null || python3 -m pip install -q virtme-ng
+# vng may be installed yet not on PATH (pyenv shims): run_lab.py also looks next to python3.
+command -v vng >/dev/null || [ -x "$(python3 -c "import sysconfig; print(sysconfig.get_path('scripts'))")/vng" ] || python3 -m pip install -q virtme-ng
 
 # The machine's own Debian mirror, as its sources name it.
 mirror=$(cat /etc/apt/sources.list.d/* /etc/apt/sources.list 2>/dev/null \
