@@ -1,4 +1,4 @@
-"""The one thing pyproject.toml can't say: the optional C walk of fd tables (dmabuf_inspect/_fdwalk.c).
+"""The one thing pyproject.toml can't say: the optional C walk of fd tables (dmabuf_inspect/kernel/_fdwalk.c).
 
 `optional=True`: without a C compiler or Python's headers the install still succeeds, and the scan
 uses os.stat() instead (the same results, slower).
@@ -6,4 +6,4 @@ uses os.stat() instead (the same results, slower).
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("dmabuf_inspect._fdwalk", ["dmabuf_inspect/_fdwalk.c"], optional=True)])
+setup(ext_modules=[Extension("dmabuf_inspect.kernel._fdwalk", ["dmabuf_inspect/kernel/_fdwalk.c"], optional=True)])

@@ -25,7 +25,9 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dmabuf_inspect import classify_fd, heaps_alloc, udmabuf
+from dmabuf_inspect import classify_fd
+from dmabuf_inspect.ioctl import heaps as heaps_alloc
+from dmabuf_inspect.ioctl import udmabuf
 
 classify_module = importlib.import_module("dmabuf_inspect.classify")
 
@@ -105,8 +107,16 @@ def main() -> int:
     lines.append(f"{'PASS' if ok else 'FAIL'}: worst ratio {worst:.3f} (limit {args.limit})")
     print("\n".join(lines), flush=True)
     if args.json:
-        doc = {"kernel": os.uname().release, "blocks": args.blocks, "calls": args.calls, "limit": args.limit,
-               "ok": ok, "exporters": exporters, "results": results, "summary": lines}  # fmt: skip
+        doc = {
+            "kernel": os.uname().release,
+            "blocks": args.blocks,
+            "calls": args.calls,
+            "limit": args.limit,
+            "ok": ok,
+            "exporters": exporters,
+            "results": results,
+            "summary": lines,
+        }
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=2)
     return 0 if ok else 1

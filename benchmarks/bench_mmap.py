@@ -66,8 +66,7 @@ def medians(report: dict[str, Any]) -> dict[tuple[str, int, str], float]:
 def bench_once(args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (CHECKOUT, env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "dmabuf_inspect", "bench", "--json", "--exporter", args.exporter,
-           "--size", args.size]  # fmt: skip
+    cmd = [sys.executable, "-m", "dmabuf_inspect", "bench", "--json", "--exporter", args.exporter, "--size", args.size]
     if args.repeat is not None:
         cmd += ["--repeat", str(args.repeat)]
     if args.processes is not None:
@@ -108,20 +107,28 @@ def compare(reports: list[dict[str, Any]], exporters: list[str], limit: float) -
             if mine:
                 worst = max(mine, key=lambda r: r[5])
                 within = sum(r[5] <= limit for r in mine)
-                print(f"{exporter}: {label}: {within}/{len(mine)} medians within {limit}%, "
-                      f"worst {worst[5]:.1f}% ({worst[2]} at {worst[1]} B)")  # fmt: skip
+                print(
+                    f"{exporter}: {label}: {within}/{len(mine)} medians within {limit}%, "
+                    f"worst {worst[5]:.1f}% ({worst[2]} at {worst[1]} B)"
+                )
     baselines = [r for r in rows if r[0] not in exporters]
     if baselines:
         worst = max(baselines, key=lambda r: r[5])
-        print(f"baselines: {sum(r[5] <= limit for r in baselines)}/{len(baselines)} medians within {limit}%, "
-              f"worst {worst[5]:.1f}% ({worst[0]} {worst[2]} at {worst[1]} B)")  # fmt: skip
+        print(
+            f"baselines: {sum(r[5] <= limit for r in baselines)}/{len(baselines)} medians within {limit}%, "
+            f"worst {worst[5]:.1f}% ({worst[0]} {worst[2]} at {worst[1]} B)"
+        )
     ok = not bad and not missing
     if missing:
         print(f"FAIL: not measured: {', '.join(missing)}")
-    print(f"relative figures: {'PASS' if not bad_relative and not missing else 'FAIL'}: "
-          f"{len(bad_relative)} of {len(relative)} differ by more than {limit}%")  # fmt: skip
-    print(f"{'PASS' if ok else 'FAIL'}: {len(bad)} of {len(absolute)} absolute dma-buf medians differ by "
-          f"more than {limit}%")  # fmt: skip
+    print(
+        f"relative figures: {'PASS' if not bad_relative and not missing else 'FAIL'}: "
+        f"{len(bad_relative)} of {len(relative)} differ by more than {limit}%"
+    )
+    print(
+        f"{'PASS' if ok else 'FAIL'}: {len(bad)} of {len(absolute)} absolute dma-buf medians differ by "
+        f"more than {limit}%"
+    )
     return ok, rows
 
 
@@ -155,8 +162,16 @@ def main() -> int:
     if args.json:
         names = ("target", "size_bytes", "figure", "run1", "run2", "diff_percent")
         with open(args.json, "w") as f:
-            json.dump({"limit_percent": args.limit, "ok": ok, "reports": reports,
-                       "comparison": [dict(zip(names, r, strict=True)) for r in rows]}, f, indent=2)  # fmt: skip
+            json.dump(
+                {
+                    "limit_percent": args.limit,
+                    "ok": ok,
+                    "reports": reports,
+                    "comparison": [dict(zip(names, r, strict=True)) for r in rows],
+                },
+                f,
+                indent=2,
+            )
     return 0 if ok else 1
 
 

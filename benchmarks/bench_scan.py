@@ -4,7 +4,7 @@ Run as root in the kernel lab:
     python3 benchmarks/bench_scan.py [--processes 100] [--buffers 100] [--rounds 5]
 It starts the load (benchmarks/loadgen.py), then runs --rounds rounds; each round times, once
 each and in an order that turns by one every round:
-  ours      dmabuf_inspect.snapshot.collect(), maps included (the work of `dump`), the second of
+  ours      dmabuf_inspect.scan.snapshot.collect(), maps included (the work of `dump`), the second of
             two scans in a fresh process (the first warms its imports and caches)
   ours_py   the same with the os.stat() walk of fd tables instead of the C one (_fdwalk.c)
   floor_min, floor_naive   ../shared/bench/floor_scan.c in its two modes, compiled here with gcc -O2,
@@ -38,12 +38,14 @@ sys.path.insert(0, str(HERE))
 from loadgen import load  # noqa: E402
 
 from dmabuf_inspect import fdwalk  # noqa: E402
-from dmabuf_inspect.snapshot import collect  # noqa: E402
+from dmabuf_inspect.scan.snapshot import collect  # noqa: E402
 
 
 def _floor_binary() -> Path | None:
-    for src in (HERE.parent.parent / "shared" / "bench" / "floor_scan.c",
-                HERE.parent / "shared" / "bench" / "floor_scan.c"):
+    for src in (
+        HERE.parent.parent / "shared" / "bench" / "floor_scan.c",
+        HERE.parent / "shared" / "bench" / "floor_scan.c",
+    ):
         if src.exists():
             out = Path("/tmp/floor_scan")
             subprocess.run(["gcc", "-O2", "-o", str(out), str(src)], check=True)
@@ -59,14 +61,17 @@ def _floor_scan(binary: Path, mode: str) -> dict[str, str]:
 def _floor(binary: Path, mode: str) -> Callable[[], float]:
     def run() -> float:
         return float(_floor_scan(binary, mode)["seconds_per_scan"])  # timed inside: no process start-up
+
     return run
 
 
 def _ours(walk: str) -> Callable[[], float]:
     def run() -> float:
-        out = subprocess.run([sys.executable, __file__, "--one-scan", walk], capture_output=True, text=True,
-                             check=True).stdout  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, __file__, "--one-scan", walk], capture_output=True, text=True, check=True
+        ).stdout
         return float(out)
+
     return run
 
 
@@ -96,8 +101,13 @@ def _time_lsof(repeat: int) -> float | None:
 
 def _peak_rss_of_dump() -> int:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-m", "dmabuf_inspect", "dump", "-q"], stdout=subprocess.DEVNULL,
-                   check=True, cwd=str(HERE.parent), env=dict(os.environ, PYTHONPATH=str(HERE.parent)))
+    subprocess.run(
+        [sys.executable, "-m", "dmabuf_inspect", "dump", "-q"],
+        stdout=subprocess.DEVNULL,
+        check=True,
+        cwd=str(HERE.parent),
+        env=dict(os.environ, PYTHONPATH=str(HERE.parent)),
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(after, before) * 1024
 
@@ -106,7 +116,7 @@ def _rounds(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str
     names = list(contenders)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             times[name].append(contenders[name]())
     return times
 
@@ -133,10 +143,15 @@ def main() -> int:
         lsof = _time_lsof(max(1, args.rounds // 2))
         peak_rss = _peak_rss_of_dump()
     result: dict[str, object] = {
-        "load": {"processes": args.processes, "buffers_per_process": args.buffers, "shared": args.shared,
-                 "buffers": len(snap.buffers), "fds": sum(b.fd_refs for b in snap.buffers),
-                 "mappings": sum(b.map_refs for b in snap.buffers),
-                 "floor_saw": None if floor_saw is None else {k: int(floor_saw[k]) for k in ("fds", "maps", "unique")}},
+        "load": {
+            "processes": args.processes,
+            "buffers_per_process": args.buffers,
+            "shared": args.shared,
+            "buffers": len(snap.buffers),
+            "fds": sum(b.fd_refs for b in snap.buffers),
+            "mappings": sum(b.map_refs for b in snap.buffers),
+            "floor_saw": None if floor_saw is None else {k: int(floor_saw[k]) for k in ("fds", "maps", "unique")},
+        },
         "c_walk": fdwalk.fds_by_inode_c is not None,
         "rounds": args.rounds,
         "seconds": {name: {"best": min(t), "median": statistics.median(t), "all": t} for name, t in times.items()},
@@ -148,8 +163,10 @@ def main() -> int:
         for floor in ("floor_min", "floor_naive"):
             if floor in times:
                 per_round = [a / b for a, b in zip(times[ours], times[floor], strict=True)]
-                ratios[f"{ours}/{floor}"] = {"of_bests": min(times[ours]) / min(times[floor]),
-                                             "median_per_round": statistics.median(per_round)}
+                ratios[f"{ours}/{floor}"] = {
+                    "of_bests": min(times[ours]) / min(times[floor]),
+                    "median_per_round": statistics.median(per_round),
+                }
     result["ratios"] = ratios
     if lsof:
         result["lsof_over_ours"] = lsof / min(times["ours"])

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from dmabuf_inspect import uapi
+from dmabuf_inspect.ioctl import uapi
 
 HEAP = "/dev/dma_heap/system"
 
@@ -34,8 +34,9 @@ def _child(heap_fd: int, per_proc: int, size: int, map_every: int, ready_w: int,
 
 
 @contextmanager
-def load(processes: int, per_proc: int, *, shared: int = 8, size: int = 4096,
-         map_every: int = 4) -> Iterator[list[int]]:
+def load(
+    processes: int, per_proc: int, *, shared: int = 8, size: int = 4096, map_every: int = 4
+) -> Iterator[list[int]]:
     """Start the load; yield the child pids; tear it down on exit."""
     heap_fd = os.open(HEAP, os.O_RDWR | os.O_CLOEXEC)
     shared_fds = [heap_alloc(heap_fd, size) for _ in range(shared)]
@@ -75,4 +76,3 @@ def load(processes: int, per_proc: int, *, shared: int = 8, size: int = 4096,
         for fd in shared_fds:
             os.close(fd)
         os.close(heap_fd)
-

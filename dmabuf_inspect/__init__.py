@@ -8,8 +8,8 @@ must tell a udmabuf from a GPU buffer at run time:
 
 from __future__ import annotations
 
-from .classify import ExporterInfo, classify, classify_fd, is_udmabuf
-from .errors import DmabufInspectError, NotADmabufError
+from dmabuf_inspect.classify import ExporterInfo, classify, classify_fd, is_udmabuf
+from dmabuf_inspect.errors import DmabufInspectError, NotADmabufError
 
 __all__ = [
     "DmabufInspectError",

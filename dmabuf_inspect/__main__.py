@@ -1,3 +1,3 @@
-from .cli import entry
+from dmabuf_inspect.cli.main import entry
 
 entry()

@@ -19,9 +19,9 @@ import os
 import stat
 from dataclasses import dataclass
 
-from . import classes
-from .errors import DmabufInspectError, NotADmabufError
-from .textsafe import escape
+from dmabuf_inspect import exporters as classes
+from dmabuf_inspect.errors import DmabufInspectError, NotADmabufError
+from dmabuf_inspect.textsafe import escape
 
 DMA_BUF_MAGIC = 0x444D4142  # include/uapi/linux/magic.h
 _O_READ = os.O_RDONLY | os.O_CLOEXEC
@@ -235,7 +235,7 @@ def classify(pid: int, fd: int, proc_root: str = "/proc", dev_root: str = "/dev"
                 raise NotADmabufError(f"{where} is not a dma-buf: it is a file named {escape(target)}")
         except OSError:
             pass
-    from .fdinfo import FdinfoParseError, parse_fdinfo
+    from dmabuf_inspect.kernel.fdinfo import FdinfoParseError, parse_fdinfo
 
     try:
         with open(os.path.join(base, "fdinfo", str(fd)), "rb") as f:

@@ -100,12 +100,22 @@ class BufInfoTable:
         if not info.entries:
             return cls((), (), (), (), (), (), (), (), (), info.total_objects, info.total_bytes)
         size, flags, mode, count, exp_name, inode, name, fences, attachments = zip(*info.entries, strict=True)
-        return cls(size, flags, mode, count, exp_name, inode, name, fences, attachments, info.total_objects,
-                   info.total_bytes)
+        return cls(
+            size, flags, mode, count, exp_name, inode, name, fences, attachments, info.total_objects, info.total_bytes
+        )
 
     def bufinfo(self) -> BufInfo:
-        columns = (self.size_bytes, self.flags, self.mode, self.count, self.exp_name, self.inode, self.name,
-                   self.fences, self.attachments)
+        columns = (
+            self.size_bytes,
+            self.flags,
+            self.mode,
+            self.count,
+            self.exp_name,
+            self.inode,
+            self.name,
+            self.fences,
+            self.attachments,
+        )
         entries = map(tuple.__new__, repeat(BufInfoEntry), zip(*columns, strict=True))
         return BufInfo(tuple(entries), self.total_objects, self.total_bytes)
 

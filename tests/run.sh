@@ -12,6 +12,8 @@ if ! command -v gcc >/dev/null || ! python3 -c 'import os, sysconfig, sys; sys.e
 fi
 python3 -m pip install -q -e '.[test]'
 echo "== ruff";   python3 -m ruff check dmabuf_inspect tests benchmarks fixtures
+python3 -m ruff format --check dmabuf_inspect tests benchmarks fixtures
+echo "== layers"; lint-imports
 echo "== mypy";   python3 -m mypy
 echo "== unit tests"
 python3 -m pytest -q

@@ -10,10 +10,10 @@ import functools
 import os
 from typing import TYPE_CHECKING
 
-from ..roots import Roots
+from dmabuf_inspect.kernel.reader import Roots
 
 if TYPE_CHECKING:
-    from .app import DmabufInspectApp
+    from dmabuf_inspect.tui.app import DmabufInspectApp
 
 
 def source_label(roots: Roots) -> str:
@@ -28,8 +28,8 @@ def source_label(roots: Roots) -> str:
 
 def make_app(roots: Roots, interval_s: float) -> DmabufInspectApp:
     """The app, scanning `roots` with `snapshot.collect` every `interval_s` seconds."""
-    from ..snapshot import collect
-    from .app import DmabufInspectApp
+    from dmabuf_inspect.scan.snapshot import collect
+    from dmabuf_inspect.tui.app import DmabufInspectApp
 
     return DmabufInspectApp(functools.partial(collect, roots), interval_s=interval_s, source=source_label(roots))
 

@@ -21,14 +21,14 @@ from textual.screen import Screen
 from textual.widgets import Input
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from ..benchcache import BenchCache, CacheReader
-from ..errors import describe_oserror
-from ..model import Snapshot
-from ..textsafe import escape
-from .export import ViewState, export_document, write_export
-from .screens import BufferScreen, HelpScreen, MainScreen, ViewScreen
-from .viewdata import ViewData, prepare
-from .widgets.rowtable import RowTable
+from dmabuf_inspect.bench.cache import BenchCache, CacheReader
+from dmabuf_inspect.errors import describe_oserror
+from dmabuf_inspect.model import Snapshot
+from dmabuf_inspect.textsafe import escape
+from dmabuf_inspect.tui.export import ViewState, export_document, write_export
+from dmabuf_inspect.tui.screens import BufferScreen, HelpScreen, MainScreen, ViewScreen
+from dmabuf_inspect.tui.viewdata import ViewData, prepare
+from dmabuf_inspect.tui.widgets.rowtable import RowTable
 
 Collector = Callable[[], Snapshot]
 

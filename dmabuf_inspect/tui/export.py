@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..benchcache import BenchCache, ExporterCost
-from ..jsonout import buffer_to_dict, process_to_dict, snapshot_to_dict
-from ..model import Buffer, Holder
-from ..textsafe import json_name
-from .diff import KERNEL_PID, Change
-from .viewdata import KERNEL_COMMAND, ColumnSpec, Row, ViewData
+from dmabuf_inspect.bench.cache import BenchCache, ExporterCost
+from dmabuf_inspect.model import Buffer, Holder
+from dmabuf_inspect.scan.diff import KERNEL_PID, Change
+from dmabuf_inspect.scan.jsonout import buffer_to_dict, process_to_dict, snapshot_to_dict
+from dmabuf_inspect.textsafe import json_name
+from dmabuf_inspect.tui.viewdata import KERNEL_COMMAND, ColumnSpec, Row, ViewData
 
 SCHEMA_ID = "dmabuf-inspect-view/1"
 
@@ -73,8 +73,12 @@ def _process_rows(view: ViewData, table: TableState) -> list[dict[str, Any]]:
     for row in table.rows:
         mix = view.exporter_mix.get(row.key, Counter())
         if row.key == KERNEL_PID:
-            entry: dict[str, Any] = {"pid": None, "comm": KERNEL_COMMAND, "buffers": row.sort[4],
-                                     "rss_bytes": row.sort[5]}
+            entry: dict[str, Any] = {
+                "pid": None,
+                "comm": KERNEL_COMMAND,
+                "buffers": row.sort[4],
+                "rss_bytes": row.sort[5],
+            }
         else:
             p = view.process_by_pid.get(row.key)
             if p is None:
@@ -112,16 +116,18 @@ def _buffer_rows(view: ViewData, table: TableState, pid: int | None) -> list[dic
     return out
 
 
-def mmap_cost_of(b: Buffer, costs: Mapping[int, str],
-                 bench: BenchCache | None) -> tuple[str | None, ExporterCost | None]:  # fmt: skip
+def mmap_cost_of(
+    b: Buffer, costs: Mapping[int, str], bench: BenchCache | None
+) -> tuple[str | None, ExporterCost | None]:
     """What touching B from the CPU costs, as the detail screen shows it: the cost set for this
     buffer (COSTS), else the cached bench medians of its exporter."""
     cost = costs.get(b.inode)
     return cost, bench.cost(b.exporter, b.size_bytes) if cost is None and bench is not None else None
 
 
-def _buffer_detail(view: ViewData, inode: int, costs: Mapping[int, str],
-                   bench: BenchCache | None) -> dict[str, Any] | None:  # fmt: skip
+def _buffer_detail(
+    view: ViewData, inode: int, costs: Mapping[int, str], bench: BenchCache | None
+) -> dict[str, Any] | None:
     b: Buffer | None = view.buffer_by_inode.get(inode)
     if b is None:
         return None

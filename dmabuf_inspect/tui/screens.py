@@ -12,10 +12,17 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, Static
 
-from .diff import KERNEL_PID, Change
-from .export import TableState, ViewState, mmap_cost_of
-from .text import attachments_lines, banner_lines, buffer_facts, fences_lines, header_lines, heap_lines
-from .viewdata import (
+from dmabuf_inspect.scan.diff import KERNEL_PID, Change
+from dmabuf_inspect.tui.export import TableState, ViewState, mmap_cost_of
+from dmabuf_inspect.tui.text import (
+    attachments_lines,
+    banner_lines,
+    buffer_facts,
+    fences_lines,
+    header_lines,
+    heap_lines,
+)
+from dmabuf_inspect.tui.viewdata import (
     BUFFER_COLUMNS,
     BUFFER_DEFAULT_SORT,
     EMPTY,
@@ -28,10 +35,10 @@ from .viewdata import (
     ViewData,
     holder_rows,
 )
-from .widgets.rowtable import RowTable
+from dmabuf_inspect.tui.widgets.rowtable import RowTable
 
 if TYPE_CHECKING:
-    from .app import DmabufInspectApp
+    from dmabuf_inspect.tui.app import DmabufInspectApp
 
 
 def table_state(table: RowTable) -> TableState:
@@ -54,7 +61,7 @@ class ViewScreen(Screen[None]):
 
     @property
     def dmabuf_app(self) -> DmabufInspectApp:
-        from .app import DmabufInspectApp
+        from dmabuf_inspect.tui.app import DmabufInspectApp
 
         app = self.app
         assert isinstance(app, DmabufInspectApp)
@@ -117,15 +124,22 @@ class MainScreen(ViewScreen):
         with Horizontal(id="body"):
             with Vertical(id="main"):
                 yield Label("Processes", id="processes-title", classes="title")
-                yield RowTable(PROCESS_COLUMNS, id="processes", sort_column=PROCESS_DEFAULT_SORT,
-                               empty_text="scanning…")
+                yield RowTable(
+                    PROCESS_COLUMNS, id="processes", sort_column=PROCESS_DEFAULT_SORT, empty_text="scanning…"
+                )
                 yield Label("Buffers", id="buffers-title", classes="title")
-                yield RowTable(BUFFER_COLUMNS, id="buffers", sort_column=BUFFER_DEFAULT_SORT,
-                               empty_text="select a process")
+                yield RowTable(
+                    BUFFER_COLUMNS, id="buffers", sort_column=BUFFER_DEFAULT_SORT, empty_text="select a process"
+                )
             with Vertical(id="side"):
                 yield Label("Exporters", classes="title")
-                yield RowTable(EXPORTER_COLUMNS, id="exporters", sort_column=EXPORTER_DEFAULT_SORT,
-                               empty_text="no buffers", cursor_blurred=False)
+                yield RowTable(
+                    EXPORTER_COLUMNS,
+                    id="exporters",
+                    sort_column=EXPORTER_DEFAULT_SORT,
+                    empty_text="no buffers",
+                    cursor_blurred=False,
+                )
                 yield Label("Heaps", classes="title")
                 yield Static(id="heaps")
         with Horizontal(id="filter-bar"):
@@ -278,8 +292,12 @@ class BufferScreen(ViewScreen):
             yield Label(f"Buffer {self.inode}", id="detail-title", classes="title")
             yield Static(id="facts")
             yield Label("Holders", id="holders-title", classes="title")
-            yield RowTable(HOLDER_COLUMNS, id="holders", sort_column=HOLDER_DEFAULT_SORT,
-                           empty_text="no process holds it: only the kernel does")
+            yield RowTable(
+                HOLDER_COLUMNS,
+                id="holders",
+                sort_column=HOLDER_DEFAULT_SORT,
+                empty_text="no process holds it: only the kernel does",
+            )
             yield Label("Attachments (importing devices)", classes="title")
             yield Static(id="attachments")
             yield Label("Fences", classes="title")
@@ -313,9 +331,7 @@ class BufferScreen(ViewScreen):
         self.query_one("#attachments", Static).update(
             Text("\n".join(attachments_lines(b, bufinfo_ok=bufinfo_ok)), no_wrap=True)
         )
-        self.query_one("#fences", Static).update(
-            Text("\n".join(fences_lines(b, bufinfo_ok=bufinfo_ok)), no_wrap=True)
-        )
+        self.query_one("#fences", Static).update(Text("\n".join(fences_lines(b, bufinfo_ok=bufinfo_ok)), no_wrap=True))
 
     def action_back(self) -> None:
         self.dismiss()

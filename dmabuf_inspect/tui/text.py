@@ -10,12 +10,12 @@ import os
 import time
 from collections.abc import Mapping
 
-from ..benchcache import ExporterCost
-from ..model import Buffer, Fence, Snapshot
-from ..report import partial_notes
-from ..tables import human_bytes
-from ..textsafe import escape
-from .diff import Change
+from dmabuf_inspect.bench.cache import ExporterCost
+from dmabuf_inspect.units import human_bytes
+from dmabuf_inspect.model import Buffer, Fence, Snapshot
+from dmabuf_inspect.scan.diff import Change
+from dmabuf_inspect.scan.notes import partial_notes
+from dmabuf_inspect.textsafe import escape
 
 DEBUGFS_HINT = "mount -t debugfs none /sys/kernel/debug"
 
@@ -102,8 +102,11 @@ def _times(ratio: float | None) -> str:
 
 def bench_cost_facts(cost: ExporterCost) -> list[tuple[str, str]]:
     """The cached bench medians of a buffer's exporter, at the measured size nearest its size."""
-    touch = (f"first touch {cost.first_touch_ns_per_page:.0f} ns/page{_times(cost.first_touch_vs_anon)}"
-             if cost.first_touch_ns_per_page is not None else "first touch -")  # fmt: skip
+    touch = (
+        f"first touch {cost.first_touch_ns_per_page:.0f} ns/page{_times(cost.first_touch_vs_anon)}"
+        if cost.first_touch_ns_per_page is not None
+        else "first touch -"
+    )
     figures = (("read", cost.read_mib_s, cost.read_vs_anon), ("write", cost.write_mib_s, cost.write_vs_anon))
     bandwidth = [f"{label} {value:.0f} MiB/s{_times(ratio)}" for label, value, ratio in figures if value is not None]
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(cost.measured_at))
@@ -152,8 +155,12 @@ def buffer_facts(
     if not bufinfo_ok:
         facts.append(("Importers", f"unknown: debugfs bufinfo unreadable ({DEBUGFS_HINT}, as root)"))
     if change is not Change.SAME:
-        facts.append(("Since last", {Change.NEW: "new", Change.GREW: "grew",
-                                     Change.GONE: "GONE (last seen in the previous scan)"}[change]))
+        facts.append(
+            (
+                "Since last",
+                {Change.NEW: "new", Change.GREW: "grew", Change.GONE: "GONE (last seen in the previous scan)"}[change],
+            )
+        )
     return facts
 
 

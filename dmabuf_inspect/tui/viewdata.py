@@ -15,10 +15,10 @@ from typing import Literal
 
 from rich.cells import cell_len
 
-from ..model import Buffer, Holder, Process, Snapshot
-from ..tables import human_bytes
-from ..textsafe import escape as _escape_slow
-from .diff import KERNEL_PID, Change, SnapshotDiff, diff_snapshots, holdings
+from dmabuf_inspect.units import human_bytes
+from dmabuf_inspect.model import Buffer, Holder, Process, Snapshot
+from dmabuf_inspect.scan.diff import KERNEL_PID, Change, SnapshotDiff, diff_snapshots, holdings
+from dmabuf_inspect.textsafe import escape as _escape_slow
 
 SortValue = int | str
 
@@ -173,8 +173,17 @@ def _process_row(p: Process, mix: Counter[str], change: Change) -> Row:
     mix_s = mix_text(mix)
     return Row(
         key=p.pid,
-        cells=(change.mark, str(p.pid), comm, user, str(p.buffers), human_bytes(p.rss_bytes),
-               human_bytes(p.pss_bytes), mix_s, cmdline),
+        cells=(
+            change.mark,
+            str(p.pid),
+            comm,
+            user,
+            str(p.buffers),
+            human_bytes(p.rss_bytes),
+            human_bytes(p.pss_bytes),
+            mix_s,
+            cmdline,
+        ),
         sort=(change.order, p.pid, comm.lower(), user, p.buffers, p.rss_bytes, p.pss_bytes, mix_s, cmdline),
         change=change,
         search=f"{p.pid} {comm} {user} {mix_s} {cmdline}".lower(),
@@ -208,8 +217,13 @@ class _BufferCells:
     def of(cls, b: Buffer) -> _BufferCells:
         name = escape(b.name)
         exporter = escape(b.exporter)
-        return cls(str(b.inode), human_bytes(b.size_bytes), exporter, name,
-                   f"{b.inode} {exporter} {b.exporter_class} {name}".lower())
+        return cls(
+            str(b.inode),
+            human_bytes(b.size_bytes),
+            exporter,
+            name,
+            f"{b.inode} {exporter} {b.exporter_class} {name}".lower(),
+        )
 
 
 def buffer_row(b: Buffer, h: Holder | None, change: Change, cells: _BufferCells | None = None) -> Row:
@@ -221,8 +235,17 @@ def buffer_row(b: Buffer, h: Holder | None, change: Change, cells: _BufferCells 
     return Row(
         key=b.inode,
         cells=(change.mark, c.inode, c.size, c.exporter, b.exporter_class, c.name, fds, str(maps), str(shared)),
-        sort=(change.order, b.inode, b.size_bytes, c.exporter, b.exporter_class, c.name,
-              len(h.fds) if h else 0, maps, shared),
+        sort=(
+            change.order,
+            b.inode,
+            b.size_bytes,
+            c.exporter,
+            b.exporter_class,
+            c.name,
+            len(h.fds) if h else 0,
+            maps,
+            shared,
+        ),
         change=change,
         search=c.search,
     )
@@ -251,8 +274,7 @@ def _holder_row(view: ViewData, h: Holder, change: Change) -> Row:
     cmdline = view.cmdline_of(h.pid)
     return Row(
         key=h.pid,
-        cells=(change.mark, str(h.pid), comm, user, fds_text(h.fds), str(h.maps),
-               human_bytes(h.mapped_bytes), cmdline),
+        cells=(change.mark, str(h.pid), comm, user, fds_text(h.fds), str(h.maps), human_bytes(h.mapped_bytes), cmdline),
         sort=(change.order, h.pid, comm.lower(), user, len(h.fds), h.maps, h.mapped_bytes, cmdline),
         change=change,
         search=f"{h.pid} {comm} {user} {cmdline}".lower(),
@@ -274,12 +296,14 @@ def _exporter_rows(snap: Snapshot) -> RowSet:
     rows = []
     for i, e in enumerate(sorted(count)):
         k = kernel[e] if known else None
-        rows.append(Row(
-            key=i,
-            cells=(escape(e), klass[e], str(count[e]), human_bytes(size[e]), human_bytes(k)),
-            sort=(e, klass[e], count[e], size[e], -1 if k is None else k),
-            search=f"{escape(e)} {klass[e]}".lower(),
-        ))
+        rows.append(
+            Row(
+                key=i,
+                cells=(escape(e), klass[e], str(count[e]), human_bytes(size[e]), human_bytes(k)),
+                sort=(e, klass[e], count[e], size[e], -1 if k is None else k),
+                search=f"{escape(e)} {klass[e]}".lower(),
+            )
+        )
     return RowSet.build(EXPORTER_COLUMNS, rows)
 
 
@@ -289,8 +313,7 @@ def prepare(cur: Snapshot, prev: Snapshot | None) -> ViewData:
     cur_h = holdings(cur)
     diff = diff_snapshots(prev, cur, cur_holdings=cur_h)
 
-    mixes: dict[int, Counter[str]] = {pid: Counter(b.exporter for b, _ in held.values())
-                                      for pid, held in cur_h.items()}
+    mixes: dict[int, Counter[str]] = {pid: Counter(b.exporter for b, _ in held.values()) for pid, held in cur_h.items()}
     proc_rows = [_process_row(p, mixes.get(p.pid, Counter()), diff.process(p.pid)) for p in cur.processes]
     if KERNEL_PID in cur_h:
         proc_rows.append(_kernel_row(cur_h[KERNEL_PID], diff.process(KERNEL_PID)))
@@ -306,8 +329,10 @@ def prepare(cur: Snapshot, prev: Snapshot | None) -> ViewData:
     changed = diff.holdings
     same = Change.SAME
     for pid in set(cur_h) | set(diff.gone_holdings):
-        rows = [buffer_row(b, h, changed.get((pid, inode), same), cells[inode])
-                for inode, (b, h) in cur_h.get(pid, {}).items()]
+        rows = [
+            buffer_row(b, h, changed.get((pid, inode), same), cells[inode])
+            for inode, (b, h) in cur_h.get(pid, {}).items()
+        ]
         rows.extend(buffer_row(b, h, Change.GONE) for b, h in diff.gone_holdings.get(pid, ()))
         buffers_of[pid] = RowSet.build(BUFFER_COLUMNS, rows)
 

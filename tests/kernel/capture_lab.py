@@ -16,11 +16,11 @@ import time
 
 from scene import FORK_COMM, NAMED, OWNER_COMM, RECV_COMM, Scene
 
-from dmabuf_inspect.bufinfo import parse_bufinfo
-from dmabuf_inspect.cli import main as cli_main
+from dmabuf_inspect.cli.main import main as cli_main
+from dmabuf_inspect.kernel.bufinfo import parse_bufinfo
+from dmabuf_inspect.kernel.reader import Roots
 from dmabuf_inspect.model import Buffer, Snapshot
-from dmabuf_inspect.roots import Roots
-from dmabuf_inspect.snapshot import collect
+from dmabuf_inspect.scan.snapshot import collect
 
 ATTEMPTS = 4
 ROLE_TEXT = {

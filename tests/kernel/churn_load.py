@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 
-from dmabuf_inspect import uapi
+from dmabuf_inspect.ioctl import uapi
 
 SIZES = (4096, 8192, 65536)
 F_ADD_SEALS, F_SEAL_SHRINK = 1033, 0x0002

@@ -127,10 +127,21 @@ def installed_kernels() -> list[Kernel]:
 
 def pytest_command(results: str, pytest_args: list[str]) -> list[str]:
     return [
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=",
-        "-m", "kernel", "tests/kernel", "-v", "-rfEs",
-        f"--junitxml={results}/junit.xml", *pytest_args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "-m",
+        "kernel",
+        "tests/kernel",
+        "-v",
+        "-rfEs",
+        f"--junitxml={results}/junit.xml",
+        *pytest_args,
+    ]
 
 
 def capture_command(results: str, kernel: Kernel) -> list[str]:
@@ -213,10 +224,23 @@ def run_kernel(kernel: Kernel, args: argparse.Namespace, run_dir: str) -> Result
     with open(script, "w") as f:
         f.write(guest_script(kernel, results, command))
     cmd = [
-        args.vng, "--run", kernel.vmlinuz, "--disable-kvm", "--disable-microvm", "--user", "root",
-        "--qemu-opts=-cpu max", "--memory", args.memory, "--cpus", str(args.cpus),
-        "--rwdir", SHARED_DIR, "--exec", f"bash {shlex.quote(script)}",
-    ]  # fmt: skip
+        args.vng,
+        "--run",
+        kernel.vmlinuz,
+        "--disable-kvm",
+        "--disable-microvm",
+        "--user",
+        "root",
+        "--qemu-opts=-cpu max",
+        "--memory",
+        args.memory,
+        "--cpus",
+        str(args.cpus),
+        "--rwdir",
+        SHARED_DIR,
+        "--exec",
+        f"bash {shlex.quote(script)}",
+    ]
     if not run_dir.startswith(SHARED_DIR + os.sep):
         cmd[-2:-2] = ["--rwdir", run_dir]
     print(f"lab: === {kernel.version}: booting {kernel.vmlinuz} (results in {results})", flush=True)
@@ -225,9 +249,15 @@ def run_kernel(kernel: Kernel, args: argparse.Namespace, run_dir: str) -> Result
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     start = time.monotonic()
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        text=True, errors="replace", start_new_session=True, cwd=CHECKOUT,
-    )  # fmt: skip
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+        cwd=CHECKOUT,
+    )
     reader = threading.Thread(target=_stream, args=(proc, log, tail, f"[{kernel.series}] ", args.quiet), daemon=True)
     reader.start()
     try:

@@ -35,7 +35,9 @@ from typing import Any
 
 import vgem
 
-from dmabuf_inspect import dmabuf_fd, heaps_alloc, udmabuf
+from dmabuf_inspect.ioctl import buffer as dmabuf_fd
+from dmabuf_inspect.ioctl import heaps as heaps_alloc
+from dmabuf_inspect.ioctl import udmabuf
 
 KiB = 1024
 OWNER_COMM, FORK_COMM, RECV_COMM = "scene-owner", "scene-fork", "scene-recv"
@@ -247,29 +249,57 @@ class Scene:
             inode, size = o[role][0], o[role][1]
             refs = sum(len(h.fds) + h.maps for h in holders)
             return ExpectedBuffer(
-                role, inode, size, exporter, cls, kw.pop("name", None),
-                tuple(sorted(holders, key=lambda h: h.pid)), refs, **kw,
-            )  # fmt: skip
+                role,
+                inode,
+                size,
+                exporter,
+                cls,
+                kw.pop("name", None),
+                tuple(sorted(holders, key=lambda h: h.pid)),
+                refs,
+                **kw,
+            )
 
         fd = {role: o[role][2] for role in ("shared", "named", "pymapped", "fenced", "signaled")}
         bufs = [
-            one("shared", "udmabuf", "udmabuf", [
-                ExpectedHolder(p1, (fd["shared"],), 0, 0),
-                ExpectedHolder(p2, (fd["shared"],), 0, 0),
-                ExpectedHolder(p3, (self.recv["fd"],), 0, 0),
-            ]),
+            one(
+                "shared",
+                "udmabuf",
+                "udmabuf",
+                [
+                    ExpectedHolder(p1, (fd["shared"],), 0, 0),
+                    ExpectedHolder(p2, (fd["shared"],), 0, 0),
+                    ExpectedHolder(p3, (self.recv["fd"],), 0, 0),
+                ],
+            ),
             one("named", "system", "heap", [ExpectedHolder(p1, (fd["named"],), 0, 0)], name=NAMED),
             one("mapped", "system", "heap", [ExpectedHolder(p1, (), 1, o["mapped"][1])]),
-            one("pymapped", "system", "heap", [
-                ExpectedHolder(p1, tuple(sorted((fd["pymapped"], o["pymapped"][3]))), 1, o["pymapped"][1]),
-            ]),
-            one("fenced", "drm", "gpu-prime", [ExpectedHolder(p1, (fd["fenced"],), 0, 0)],
-                kernel_refs=PRIME_EXPORT_KERNEL_REFS, fence_signaled=False),
-            one("signaled", "drm", "gpu-prime", [ExpectedHolder(p1, (fd["signaled"],), 0, 0)],
-                kernel_refs=PRIME_EXPORT_KERNEL_REFS, fence_signaled=True),
-            one("imported", "udmabuf", "udmabuf", [],
-                kernel_refs=PRIME_IMPORT_KERNEL_REFS, attachments=("vgem",)),
-        ]  # fmt: skip
+            one(
+                "pymapped",
+                "system",
+                "heap",
+                [
+                    ExpectedHolder(p1, tuple(sorted((fd["pymapped"], o["pymapped"][3]))), 1, o["pymapped"][1]),
+                ],
+            ),
+            one(
+                "fenced",
+                "drm",
+                "gpu-prime",
+                [ExpectedHolder(p1, (fd["fenced"],), 0, 0)],
+                kernel_refs=PRIME_EXPORT_KERNEL_REFS,
+                fence_signaled=False,
+            ),
+            one(
+                "signaled",
+                "drm",
+                "gpu-prime",
+                [ExpectedHolder(p1, (fd["signaled"],), 0, 0)],
+                kernel_refs=PRIME_EXPORT_KERNEL_REFS,
+                fence_signaled=True,
+            ),
+            one("imported", "udmabuf", "udmabuf", [], kernel_refs=PRIME_IMPORT_KERNEL_REFS, attachments=("vgem",)),
+        ]
         return {b.role: b for b in bufs}
 
     def close(self) -> None:

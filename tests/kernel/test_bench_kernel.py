@@ -15,7 +15,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from dmabuf_inspect import benchcache, mmapcost, udmabuf
+from dmabuf_inspect.bench import cache as benchcache
+from dmabuf_inspect.bench import mmapcost
+from dmabuf_inspect.ioctl import udmabuf
 
 pytestmark = pytest.mark.kernel
 FIGURES = ("mmap_ns", "first_touch_ns_per_page", "write_mib_s", "read_mib_s")
@@ -27,8 +29,12 @@ def bench(*args: str, pass_fds: tuple[int, ...] = (), cache: str | None = None) 
         env["XDG_CACHE_HOME"] = cache
     proc = subprocess.run(
         [sys.executable, "-m", "dmabuf_inspect", "bench", "--json", *args],
-        capture_output=True, text=True, pass_fds=pass_fds, timeout=600, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        pass_fds=pass_fds,
+        timeout=600,
+        env=env,
+    )
     doc = json.loads(proc.stdout) if proc.stdout.strip() else {}
     return proc.returncode, doc, proc.stderr
 
@@ -80,8 +86,9 @@ def test_system_heap_mmap_populates_every_page() -> None:
 def test_bench_an_inherited_fd(tmp_path: Path) -> None:
     with udmabuf.create_with_memfd(64 << 10, cloexec=False) as buf:
         fd = buf.fd  # the bench's worker processes inherit it in turn
-        rc, doc, err = bench("--fd", str(fd), "--size", "4K,64K,1M", "--repeat", "2", pass_fds=(fd,),
-                             cache=str(tmp_path))  # fmt: skip
+        rc, doc, err = bench(
+            "--fd", str(fd), "--size", "4K,64K,1M", "--repeat", "2", pass_fds=(fd,), cache=str(tmp_path)
+        )
     assert rc == 0, err
     target = doc["targets"][0]
     assert (target["target"], target["exporter"], target["exporter_class"]) == (f"fd:{fd}", "udmabuf", "udmabuf")

@@ -17,8 +17,8 @@ from typing import Any
 import psutil
 import pytest
 
-from dmabuf_inspect.heaps_alloc import DmaHeap
-from dmabuf_inspect.snapshot import collect
+from dmabuf_inspect.ioctl.heaps import DmaHeap
+from dmabuf_inspect.scan.snapshot import collect
 
 pytestmark = pytest.mark.kernel
 
@@ -29,8 +29,12 @@ LEAK_SCANS = int(os.environ.get("LEAK_SCANS", "1000"))
 
 def _start_churn(log_path: Path) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("churn_load.py")), str(PROCESSES),
-                             str(log_path)], stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("churn_load.py")), str(PROCESSES), str(log_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -68,8 +72,14 @@ def test_300_scans_under_churn_report_only_real_buffers(tmp_path: Path, record_p
     assert len(churned) > 100, f"scans saw only {len(churned)} churned buffers"
     wrong = {i: v for i, v in churned.items() if logged.get(i) != v}
     assert not wrong, f"reported buffers that never existed so: {list(wrong.items())[:5]}"
-    figures = {"scans": SCANS, "seconds": round(time.monotonic() - t0), "buffers_churned": len(logged),
-               "churned_seen_by_scans": len(churned), "exceptions": 0, "scan_errors": scan_errors}
+    figures = {
+        "scans": SCANS,
+        "seconds": round(time.monotonic() - t0),
+        "buffers_churned": len(logged),
+        "churned_seen_by_scans": len(churned),
+        "exceptions": 0,
+        "scan_errors": scan_errors,
+    }
     for name, value in figures.items():
         record_property(name, value)  # into the lab's junit.xml
     print("churn:", figures)
@@ -92,7 +102,12 @@ def test_no_fd_or_memory_leak_over_1000_scans(record_property: Any) -> None:
             b.close()
     assert fds_after == fds_before
     assert rss_after - rss_before < 2 * 1024 * 1024, (rss_before, rss_after)
-    for name, value in (("scans", LEAK_SCANS), ("fds_before", fds_before), ("fds_after", fds_after),
-                        ("rss_before", rss_before), ("rss_after", rss_after)):
+    for name, value in (
+        ("scans", LEAK_SCANS),
+        ("fds_before", fds_before),
+        ("fds_after", fds_after),
+        ("rss_before", rss_before),
+        ("rss_after", rss_after),
+    ):
         record_property(name, value)
     print(f"leak check: {LEAK_SCANS} scans, fds {fds_before}->{fds_after}, rss {rss_before}->{rss_after}")

@@ -13,9 +13,12 @@ from collections.abc import Iterator
 import pytest
 import vgem
 
-from dmabuf_inspect import classify, classify_fd, dmabuf_fd, heaps_alloc, is_udmabuf, udmabuf
-from dmabuf_inspect.dmabuf_fd import DmaBuf
+from dmabuf_inspect import classify, classify_fd, is_udmabuf
 from dmabuf_inspect.errors import NotADmabufError
+from dmabuf_inspect.ioctl import buffer as dmabuf_fd
+from dmabuf_inspect.ioctl import heaps as heaps_alloc
+from dmabuf_inspect.ioctl import udmabuf
+from dmabuf_inspect.ioctl.buffer import DmaBuf
 
 pytestmark = pytest.mark.kernel
 classify_module = importlib.import_module("dmabuf_inspect.classify")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dmabuf_inspect import fdwalk
-from dmabuf_inspect.snapshot import collect
+from dmabuf_inspect.kernel import fdwalk
+from dmabuf_inspect.scan.snapshot import collect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from loadgen import HEAP, heap_alloc, load

@@ -1,4 +1,4 @@
-"""tools/testing/selftests/dmabuf-heaps/dmabuf-heap.c, through dmabuf_inspect.heaps_alloc, in the lab.
+"""tools/testing/selftests/dmabuf-heaps/dmabuf-heap.c, through dmabuf_inspect.ioctl.heaps, in the lab.
 
 For every heap in /dev/dma_heap: allocate and import into vgem (PRIME), buffers come back
 zeroed at 4 KiB and 1 MiB, the older and newer allocation structs still work, and invalid fd
@@ -21,11 +21,13 @@ from collections.abc import Iterator
 import pytest
 import vgem as vgem_lab
 
-from dmabuf_inspect import dmabuf_fd, heaps_alloc, uapi
-from dmabuf_inspect.devices import read_heaps
 from dmabuf_inspect.errors import InvalidArgumentError, SyscallError
-from dmabuf_inspect.fdinfo import parse_fdinfo
-from dmabuf_inspect.maps import parse_maps
+from dmabuf_inspect.ioctl import buffer as dmabuf_fd
+from dmabuf_inspect.ioctl import heaps as heaps_alloc
+from dmabuf_inspect.ioctl import uapi
+from dmabuf_inspect.kernel.devices import read_heaps
+from dmabuf_inspect.kernel.fdinfo import parse_fdinfo
+from dmabuf_inspect.kernel.maps import parse_maps
 from dmabuf_inspect.model import FdInfo
 
 pytestmark = pytest.mark.kernel
@@ -175,7 +177,7 @@ def test_unprivileged_open_fails_eacces() -> None:
     assert not os.stat("/dev/dma_heap/system").st_mode & 0o007
     code = (
         "import grp, os, pwd\n"  # before giving up root, which cannot read /root/.pyenv afterwards
-        "from dmabuf_inspect.heaps_alloc import heap_alloc\n"
+        "from dmabuf_inspect.ioctl.heaps import heap_alloc\n"
         "from dmabuf_inspect.errors import SyscallError\n"
         "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
         "try:\n"

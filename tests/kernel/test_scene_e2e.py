@@ -21,7 +21,7 @@ import pytest
 import vgem
 from scene import FORK_COMM, NAMED, OWNER_COMM, RECV_COMM, ExpectedBuffer, Scene
 
-from dmabuf_inspect.jsonout import load_schema
+from dmabuf_inspect.scan.jsonout import load_schema
 
 pytestmark = pytest.mark.kernel
 
@@ -32,7 +32,8 @@ DUMP_ATTEMPTS = 4
 FENCE_BUDGET_S = vgem.VGEM_FENCE_TIMEOUT_S - 1.0
 WARM_DUMP = """
 import runpy, sys
-import dmabuf_inspect.cli, dmabuf_inspect.commands.dump, dmabuf_inspect.snapshot, dmabuf_inspect.jsonout
+import dmabuf_inspect.cli.main, dmabuf_inspect.cli.commands.dump
+import dmabuf_inspect.scan.snapshot, dmabuf_inspect.scan.jsonout
 print("ready", flush=True)
 sys.stdin.readline()
 sys.argv = ["dmabuf-inspect", "dump"]
@@ -57,8 +58,11 @@ def _warm_dump(scene: Scene) -> tuple[dict[str, Any], float]:
     """`dmabuf-inspect dump` with the fence attached just before it runs; and seconds since the attach."""
     proc = subprocess.Popen(
         [sys.executable, "-c", WARM_DUMP],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdin is not None
     try:
         assert proc.stdout.readline() == "ready\n"
@@ -159,12 +163,18 @@ def test_processes(scene: Scene, doc: dict[str, Any]) -> None:
             held[h.pid] += 1
     expected = sorted(
         (
-            {"pid": pid, "comm": comm, "user": "root", "buffers": held[pid],
-             "rss_bytes": rss[pid], "pss_bytes": pss[pid]}
+            {
+                "pid": pid,
+                "comm": comm,
+                "user": "root",
+                "buffers": held[pid],
+                "rss_bytes": rss[pid],
+                "pss_bytes": pss[pid],
+            }
             for comm, pid in pids.items()
         ),
         key=lambda p: (-p["rss_bytes"], p["pid"]),
-    )  # fmt: skip
+    )
     found = [{k: p[k] for k in expected[0]} for p in doc["processes"]]
     assert found == expected
     assert {p["comm"] for p in found} == {OWNER_COMM, FORK_COMM, RECV_COMM}

@@ -14,9 +14,9 @@ from rich.console import Console
 from scene import NAMED, OWNER_COMM, RECV_COMM, Scene
 from textual.pilot import Pilot
 
-from dmabuf_inspect.snapshot import collect
+from dmabuf_inspect.scan.diff import KERNEL_PID
+from dmabuf_inspect.scan.snapshot import collect
 from dmabuf_inspect.tui.app import DmabufInspectApp
-from dmabuf_inspect.tui.diff import KERNEL_PID
 from dmabuf_inspect.tui.screens import BufferScreen, MainScreen
 
 pytestmark = pytest.mark.kernel

@@ -1,4 +1,4 @@
-"""tools/testing/selftests/drivers/dma-buf/udmabuf.c, through dmabuf_inspect.udmabuf, in the lab.
+"""tools/testing/selftests/drivers/dma-buf/udmabuf.c, through dmabuf_inspect.ioctl.udmabuf, in the lab.
 
 Tests 1-4 of the selftest (misaligned offset, misaligned size, not a memfd, a sealed memfd), its
 create_list data check (test 5, 4 KiB pages; test 6 with 2 MiB huge pages, scaled down to what
@@ -19,9 +19,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from dmabuf_inspect import dmabuf_fd, udmabuf
 from dmabuf_inspect.errors import SyscallError
-from dmabuf_inspect.fdinfo import parse_fdinfo
+from dmabuf_inspect.ioctl import buffer as dmabuf_fd
+from dmabuf_inspect.ioctl import udmabuf
+from dmabuf_inspect.kernel.fdinfo import parse_fdinfo
 from dmabuf_inspect.model import FdInfo
 
 pytestmark = pytest.mark.kernel
@@ -258,7 +259,7 @@ def test_unprivileged_open_fails_eacces() -> None:
     assert not st.st_mode & 0o007, "the test needs /dev/udmabuf closed to others"
     code = (
         "import grp, os, pwd\n"  # before giving up root, which cannot read /root/.pyenv afterwards
-        "from dmabuf_inspect.udmabuf import UdmabufDevice\n"
+        "from dmabuf_inspect.ioctl.udmabuf import UdmabufDevice\n"
         "from dmabuf_inspect.errors import SyscallError\n"
         "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
         "try:\n"

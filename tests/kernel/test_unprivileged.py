@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dmabuf_inspect.cli import _command_modules, main
-from dmabuf_inspect.heaps_alloc import heap_alloc
+from dmabuf_inspect.cli.main import _command_modules, main
+from dmabuf_inspect.ioctl.heaps import heap_alloc
 
 pytestmark = pytest.mark.kernel
 NOBODY = 65534

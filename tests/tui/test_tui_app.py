@@ -14,12 +14,12 @@ import pytest
 from tui_fakes import PROCS, FakeCollector, MiB, Proc, buf, scene_after, scene_before, snapshot
 from tui_helpers import keys, main_screen, marks, rescan, screen_text, settle
 
-from dmabuf_inspect.cli import main as cli_main
+from dmabuf_inspect.cli.main import main as cli_main
+from dmabuf_inspect.kernel.reader import Roots
 from dmabuf_inspect.model import Snapshot
-from dmabuf_inspect.roots import Roots
+from dmabuf_inspect.scan.diff import KERNEL_PID
 from dmabuf_inspect.tui import make_app as make_tui_app
 from dmabuf_inspect.tui.app import DmabufInspectApp
-from dmabuf_inspect.tui.diff import KERNEL_PID
 from dmabuf_inspect.tui.screens import BufferScreen, HelpScreen
 from dmabuf_inspect.tui.widgets.rowtable import RowTable
 
@@ -27,8 +27,9 @@ SIZE = (160, 40)
 
 
 def make_app(*snaps: Snapshot, tmp_path: Path | None = None, **kw: object) -> DmabufInspectApp:
-    return DmabufInspectApp(FakeCollector(*snaps), interval_s=3600, cursor_blink=False,
-                            export_dir=str(tmp_path) if tmp_path else None, **kw)  # type: ignore[arg-type]
+    return DmabufInspectApp(
+        FakeCollector(*snaps), interval_s=3600, cursor_blink=False, export_dir=str(tmp_path) if tmp_path else None, **kw
+    )  # type: ignore[arg-type]
 
 
 async def test_sorting_by_keys_and_header_clicks() -> None:
@@ -111,9 +112,16 @@ async def test_drill_down_to_a_buffer_and_back() -> None:
         detail = app.screen
         assert isinstance(detail, BufferScreen) and detail.inode == 1001
         text = screen_text(app)
-        for expected in ("Kernel-held  1", "References   count 5: 3 fd + 1 mapping", "Class        gpu-prime",
-                         "0000:00:02.0", "write: vgem unbound seq 1 unsignalled", "Holders (2 processes)",
-                         "/usr/bin/Xwayland :0 -rootless", "write 2.1 GB/s, read 0.3 GB/s (uncached)"):
+        for expected in (
+            "Kernel-held  1",
+            "References   count 5: 3 fd + 1 mapping",
+            "Class        gpu-prime",
+            "0000:00:02.0",
+            "write: vgem unbound seq 1 unsignalled",
+            "Holders (2 processes)",
+            "/usr/bin/Xwayland :0 -rootless",
+            "write 2.1 GB/s, read 0.3 GB/s (uncached)",
+        ):
             assert expected in text, expected
         assert keys(detail.query_one("#holders", RowTable)) == [100, 200]
         await pilot.press("escape")
@@ -317,8 +325,14 @@ async def test_help_screen_lists_keys() -> None:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         text = screen_text(app)
-        for expected in ("Write the current view to a JSON file", "Pause or resume", "Filter the focused table",
-                         "+ new", "^ grew", "- gone"):
+        for expected in (
+            "Write the current view to a JSON file",
+            "Pause or resume",
+            "Filter the focused table",
+            "+ new",
+            "^ grew",
+            "- gone",
+        ):
             assert expected in text, expected
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
@@ -360,11 +374,16 @@ def test_tui_command_rejects_a_bad_interval(capsys: pytest.CaptureFixture[str]) 
 
 def test_importing_the_command_or_package_does_not_import_textual() -> None:
     code = (
-        "import sys, dmabuf_inspect.commands.tui, dmabuf_inspect.tui, dmabuf_inspect.tui.viewdata\n"
+        "import sys, dmabuf_inspect.cli.commands.tui, dmabuf_inspect.tui, dmabuf_inspect.tui.viewdata\n"
         "print(any(m == 'textual' or m.startswith('textual.') for m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -382,6 +401,12 @@ async def test_browse_a_capture_with_the_real_collector() -> None:
         screen.processes.move_cursor_to_key(812)
         await pilot.press("enter", "enter")  # weston's one buffer, shared with camera-app
         text = screen_text(app)
-        for expected in ("Name         camera-preview", "Kernel-held  1", "0000:00:02.0", "read: ", "signalled",
-                         "Holders (2 processes)"):
+        for expected in (
+            "Name         camera-preview",
+            "Kernel-held  1",
+            "0000:00:02.0",
+            "read: ",
+            "signalled",
+            "Holders (2 processes)",
+        ):
             assert expected in text, expected

@@ -9,7 +9,8 @@ from typing import Any
 from tui_fakes import FakeCollector, scene_before
 from tui_helpers import rescan, screen_text, settle
 
-from dmabuf_inspect import benchcache, mmapcost
+from dmabuf_inspect.bench import cache as benchcache
+from dmabuf_inspect.bench import mmapcost
 from dmabuf_inspect.tui.app import DmabufInspectApp
 from dmabuf_inspect.tui.screens import BufferScreen
 
@@ -18,14 +19,30 @@ KERNEL = scene_before().kernel
 MEASURED_AT = 1_795_000_000.0  # 2026-11-18 11:06 UTC
 
 
-def cached(directory: Path, exporter: str, touch_ns: float, read: float, anon_touch_ns: float = 20_000.0,
-           now: float = MEASURED_AT) -> None:  # fmt: skip
+def cached(
+    directory: Path,
+    exporter: str,
+    touch_ns: float,
+    read: float,
+    anon_touch_ns: float = 20_000.0,
+    now: float = MEASURED_AT,
+) -> None:
     """Save a bench report in which EXPORTER was measured at 1 MiB, against anon."""
     specs = [mmapcost._Spec(exporter, "dmabuf"), mmapcost._Spec("anon", "baseline")]
 
     def sizes(touch: float, bandwidth: float, sync: float | None) -> dict[str, Any]:
-        return {str(1 << 20): {"figures": {"mmap_ns": 5e4, "first_touch_ns_per_page": touch, "write_mib_s": 350.0,
-                                           "read_mib_s": bandwidth, "sync_pair_ns": sync}, "error": None}}  # fmt: skip
+        return {
+            str(1 << 20): {
+                "figures": {
+                    "mmap_ns": 5e4,
+                    "first_touch_ns_per_page": touch,
+                    "write_mib_s": 350.0,
+                    "read_mib_s": bandwidth,
+                    "sync_pair_ns": sync,
+                },
+                "error": None,
+            }
+        }
 
     one = [
         {"exporter": exporter, "exporter_class": "heap", "error": None, "sizes": sizes(touch_ns, read, 9e3)},
@@ -37,8 +54,9 @@ def cached(directory: Path, exporter: str, touch_ns: float, read: float, anon_to
 
 
 def make_app(cache_dir: Path) -> DmabufInspectApp:
-    return DmabufInspectApp(FakeCollector(scene_before()), interval_s=3600, cursor_blink=False,
-                            bench_cache_dir=str(cache_dir))  # fmt: skip
+    return DmabufInspectApp(
+        FakeCollector(scene_before()), interval_s=3600, cursor_blink=False, bench_cache_dir=str(cache_dir)
+    )
 
 
 async def open_1002(app: DmabufInspectApp, pilot: Any) -> None:
@@ -98,8 +116,13 @@ async def test_the_default_cache_is_the_users(tmp_path: Path, monkeypatch: Any) 
 
 async def test_export_carries_the_cached_medians_the_detail_shows(tmp_path: Path) -> None:
     cached(tmp_path, "system", touch_ns=600.0, read=1850.0)
-    app = DmabufInspectApp(FakeCollector(scene_before()), interval_s=3600, cursor_blink=False,
-                           bench_cache_dir=str(tmp_path), export_dir=str(tmp_path))  # fmt: skip
+    app = DmabufInspectApp(
+        FakeCollector(scene_before()),
+        interval_s=3600,
+        cursor_blink=False,
+        bench_cache_dir=str(tmp_path),
+        export_dir=str(tmp_path),
+    )
     async with app.run_test(size=SIZE) as pilot:
         await open_1002(app, pilot)
         await pilot.press("e")

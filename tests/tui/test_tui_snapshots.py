@@ -60,8 +60,7 @@ def test_partial_view_with_filter_narrow(snap_compare: SnapCompare, monkeypatch:
 
 def test_escaped_names(snap_compare: SnapCompare) -> None:
     evil = "\x1b[2J\x1b]0;pwned\x07"
-    snap = snapshot([buf(1, 4 * MiB, name=evil, holders=[(66, [3], 1)])],
-                    [Proc(66, "bad\x1b[31m", f"/bin/bad {evil}")])
+    snap = snapshot([buf(1, 4 * MiB, name=evil, holders=[(66, [3], 1)])], [Proc(66, "bad\x1b[31m", f"/bin/bad {evil}")])
     assert snap_compare(make_app(snap), terminal_size=(150, 16), run_before=settle)
 
 

@@ -9,10 +9,10 @@ import jsonschema
 import pytest
 from tui_fakes import PROCS, TAKEN_AT, MiB, Proc, buf, scene_after, scene_before, snapshot, synthetic
 
-from dmabuf_inspect.jsonout import load_schema
 from dmabuf_inspect.model import Fence
+from dmabuf_inspect.scan.diff import KERNEL_PID, Change, diff_snapshots
+from dmabuf_inspect.scan.jsonout import load_schema
 from dmabuf_inspect.textsafe import escape as textsafe_escape
-from dmabuf_inspect.tui.diff import KERNEL_PID, Change, diff_snapshots
 from dmabuf_inspect.tui.export import SCHEMA_ID, TableState, ViewState, export_document, write_export
 from dmabuf_inspect.tui.text import banner_lines, buffer_facts, fence_text, header_lines, heap_lines, plural
 from dmabuf_inspect.tui.viewdata import (
@@ -86,7 +86,9 @@ def test_prepare_keeps_gone_rows_for_one_refresh() -> None:
     assert proc[400] is Change.GONE and proc[300] is Change.GREW and proc[100] is Change.SAME
     assert {r.key: r.change for r in v.buffers_of[400].rows} == {1005: Change.GONE}
     assert {r.key: r.change for r in v.buffers_of[300].rows} == {
-        1002: Change.GREW, 1003: Change.SAME, 1007: Change.NEW,
+        1002: Change.GREW,
+        1003: Change.SAME,
+        1007: Change.NEW,
     }
     assert 1005 in v.buffer_by_inode  # a gone buffer can still be opened
     v2 = prepare(scene_after(), scene_after())
@@ -104,8 +106,7 @@ def test_arrange_sorts_filters_and_breaks_ties_by_key() -> None:
 
 
 def test_column_widths_are_capped_and_count_wide_characters() -> None:
-    rows = prepare(snapshot([buf(1, MiB, name="名前" * 3, holders=[(1, [3], 0)])],
-                            [Proc(1, "x" * 80, "y" * 80)]), None)
+    rows = prepare(snapshot([buf(1, MiB, name="名前" * 3, holders=[(1, [3], 0)])], [Proc(1, "x" * 80, "y" * 80)]), None)
     assert rows.processes.widths[2] == 26  # Command capped
     assert rows.processes.widths[8] == 60  # Cmdline capped
     name_width = rows.buffers_of[1].widths[5]
@@ -121,8 +122,13 @@ def test_fast_escape_agrees_with_textsafe(text: str | None) -> None:
 
 def test_hostile_names_are_escaped_in_every_row() -> None:
     evil = "\x1b[2J\x1b]0;pwned\x07"
-    v = prepare(snapshot([buf(1, MiB, "sys\x1btem", name=evil, holders=[(9, [3], 0)])],
-                         [Proc(9, "c\x1bm", f"run {evil}", user="u\x07")]), None)
+    v = prepare(
+        snapshot(
+            [buf(1, MiB, "sys\x1btem", name=evil, holders=[(9, [3], 0)])],
+            [Proc(9, "c\x1bm", f"run {evil}", user="u\x07")],
+        ),
+        None,
+    )
     cells = [c for r in (*v.processes.rows, *v.buffers_of[9].rows, *v.exporters.rows) for c in r.cells]
     assert not any(ch in c for c in cells for ch in "\x1b\x07")
     assert "\\x1b[2J\\x1b]0;pwned\\x07" in cells
@@ -132,7 +138,11 @@ def test_hostile_names_are_escaped_in_every_row() -> None:
 
 def test_plural() -> None:
     assert [plural(1, "buffer"), plural(2, "buffer"), plural(1, "process"), plural(0, "process")] == [
-        "1 buffer", "2 buffers", "1 process", "0 processes"]
+        "1 buffer",
+        "2 buffers",
+        "1 process",
+        "0 processes",
+    ]
 
 
 def test_header_banner_and_facts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,8 +165,11 @@ def test_header_banner_and_facts(monkeypatch: pytest.MonkeyPatch) -> None:
     facts = dict(buffer_facts(snap.buffers[0], Change.SAME, "3.1 GB/s", bufinfo_ok=True))
     assert facts["Kernel-held"] == "1" and facts["mmap cost"] == "3.1 GB/s"
     assert facts["References"] == "count 5: 3 fd + 1 mapping"
-    assert heap_lines(snap) == ["system  /dev/dma_heap/system 253:0", "udmabuf  /dev/udmabuf",
-                                "  size_limit_mb 64 · list_limit 1024"]
+    assert heap_lines(snap) == [
+        "system  /dev/dma_heap/system 253:0",
+        "udmabuf  /dev/udmabuf",
+        "  size_limit_mb 64 · list_limit 1024",
+    ]
 
 
 def test_fence_text_in_every_kernel_form() -> None:

@@ -20,8 +20,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..diff import Change
-from ..viewdata import EMPTY, ColumnSpec, Row, RowSet, arrange
+from dmabuf_inspect.scan.diff import Change
+from dmabuf_inspect.tui.viewdata import EMPTY, ColumnSpec, Row, RowSet, arrange
 
 _GAP = " "
 _CHANGE_CLASS = {
@@ -138,9 +138,7 @@ class RowTable(ScrollView, can_focus=True):
         super().__init__(name=name, id=id, classes=classes)
         self.columns = tuple(columns)
         self.sort_column = sort_column
-        self.sort_descending = (
-            columns[sort_column].descending_first if sort_descending is None else sort_descending
-        )
+        self.sort_descending = columns[sort_column].descending_first if sort_descending is None else sort_descending
         self.filter_text = ""
         self.empty_text = empty_text
         self.cursor_blurred = cursor_blurred  # show the cursor (dimmed) while another widget has focus
@@ -370,9 +368,6 @@ class RowTable(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         row = self._rows[index]
         style = self._row_style(row, base, index == self._cursor and (self.cursor_blurred or self.has_focus))
-        cells = [
-            fit(cell, w, col.justify)
-            for cell, w, col in zip(row.cells, self._widths, self.columns, strict=True)
-        ]
+        cells = [fit(cell, w, col.justify) for cell, w, col in zip(row.cells, self._widths, self.columns, strict=True)]
         text = _GAP.join(cells)
         return Strip([Segment(text, style)], cell_len(text)).crop_extend(scroll_x, scroll_x + width, style)

@@ -1,0 +1,258 @@
+"""Allocate dma-bufs in this process (udmabuf or a heap) and hold them, as a known load for testing.
+
+The buffers live only as long as this command: it prints what it made, holds them for --hold
+seconds (by default until Ctrl-C on a terminal, at once otherwise) and exits 0 on Ctrl-C or
+SIGTERM. Sizes take K, M, G and T suffixes (powers of 1024).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import mmap
+import os
+import re
+import resource
+import signal
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from dmabuf_inspect.units import human_bytes
+from dmabuf_inspect.errors import InvalidArgumentError, UsageError
+from dmabuf_inspect.ioctl.buffer import DmaBuf, encode_name
+from dmabuf_inspect.ioctl.heaps import DmaHeap
+from dmabuf_inspect.ioctl.udmabuf import UdmabufDevice, create_with_memfd
+from dmabuf_inspect.kernel.devices import read_udmabuf
+from dmabuf_inspect.kernel.reader import Roots
+from dmabuf_inspect.textsafe import escape
+
+NAME = "alloc"
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+_FD_HEADROOM = 16
+_HOLD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def parse_size(text: str) -> int:
+    """'4096', '4K', '1M', '1.5G', '2GiB' -> bytes (binary units). Raises InvalidArgumentError."""
+    match = _SIZE.match(text)
+    if not match:
+        raise InvalidArgumentError(f"size {escape(text)!s} is not a number with an optional K, M, G or T")
+    try:
+        value = Decimal(match.group(1)) * _UNITS[match.group(2).upper()]
+    except InvalidOperation:
+        raise InvalidArgumentError(f"size {escape(text)!s} is not a number") from None
+    if value != value.to_integral_value():
+        raise InvalidArgumentError(f"size {escape(text)!s} is not a whole number of bytes")
+    if value <= 0:
+        raise InvalidArgumentError(f"size {escape(text)!s} must be more than 0")
+    return int(value)
+
+
+def _size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except InvalidArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count_arg(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"count {escape(text)!s} must be a whole number of at least 1")
+    return int(text)
+
+
+def _hold_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"hold {escape(text)!s} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"hold {escape(text)!s} must be 0 or more seconds")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--udmabuf", action="store_true", help="make udmabufs from sealed memfds")
+    source.add_argument("--heap", metavar="NAME", help="allocate from /dev/dma_heap/NAME (e.g. system)")
+    parser.add_argument("--size", required=True, type=_size_arg, metavar="SIZE", help="per buffer: 4096, 4K, 1M, 1G")
+    parser.add_argument("--count", type=_count_arg, default=1, metavar="N", help="how many buffers (1)")
+    parser.add_argument("--name", help="name each buffer (DMA_BUF_SET_NAME, at most 31 bytes)")
+    parser.add_argument("--map", action="store_true", help="also map each buffer into this process")
+    parser.add_argument(
+        "--hold",
+        type=_hold_arg,
+        metavar="SECONDS",
+        help="how long to hold them (default: until Ctrl-C on a terminal; 0 = exit at once)",
+    )
+    parser.add_argument("--force", action="store_true", help="allocate even what looks absurd")
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    total_bytes: int | None
+    available_bytes: int | None
+
+
+def read_memory(proc_root: str) -> Memory:
+    """MemTotal and MemAvailable from PROC_ROOT/meminfo; None where missing."""
+    values: dict[str, int] = {}
+    try:
+        with open(os.path.join(proc_root, "meminfo"), encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                fields = rest.split()
+                if fields and fields[0].isdigit():
+                    values[key] = int(fields[0]) * (1024 if fields[1:2] == ["kB"] else 1)
+    except OSError:
+        pass
+    return Memory(values.get("MemTotal"), values.get("MemAvailable", values.get("MemFree")))
+
+
+def fds_needed(count: int, *, udmabuf: bool, mapped: bool) -> int:
+    """Open fds the allocation takes: the buffer, its memfd, and the dup() that mmap makes."""
+    return count * (1 + int(udmabuf) + int(mapped))
+
+
+def check_sane(
+    size_bytes: int,
+    count: int,
+    *,
+    memory: Memory,
+    udmabuf_limit_mb: int | None,
+    udmabuf: bool,
+    mapped: bool,
+    fd_limit: int | None,
+) -> str | None:
+    """Why this request looks absurd (a one-line reason), or None."""
+    total = size_bytes * count
+    if memory.total_bytes is not None and size_bytes > memory.total_bytes:
+        return (
+            f"--size {human_bytes(size_bytes)} is more than this machine's memory ({human_bytes(memory.total_bytes)})"
+        )
+    if udmabuf and udmabuf_limit_mb is not None and size_bytes > udmabuf_limit_mb << 20:
+        return (
+            f"--size {human_bytes(size_bytes)} is over udmabuf's size_limit_mb ({udmabuf_limit_mb} MiB; "
+            "raise /sys/module/udmabuf/parameters/size_limit_mb as root)"
+        )
+    if memory.available_bytes is not None and total > memory.available_bytes:
+        return (
+            f"--count {count} x --size {human_bytes(size_bytes)} = {human_bytes(total)} is more than "
+            f"the memory available ({human_bytes(memory.available_bytes)})"
+        )
+    needed = fds_needed(count, udmabuf=udmabuf, mapped=mapped) + _FD_HEADROOM
+    if fd_limit is not None and needed > fd_limit:
+        return f"--count {count} needs about {needed} open files, over this process's limit (ulimit -n {fd_limit})"
+    return None
+
+
+def _fd_limit() -> int | None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _round_to_page(size_bytes: int) -> int:
+    page = mmap.PAGESIZE
+    return -(-size_bytes // page) * page
+
+
+def describe(buf: DmaBuf, *, name: str | None, mapped: bool) -> str:
+    parts = [f"fd {buf.fd}"]
+    if buf.memfd is not None:
+        parts.append(f"memfd {buf.memfd}")
+    parts += [f"inode {buf.inode}", f"{buf.size_bytes} bytes", f"exporter {escape(buf.exporter)}"]
+    if name is not None:
+        parts.append(f"name {escape(name)}")
+    if mapped:
+        parts.append("mapped")
+    return "  ".join(parts)
+
+
+def _wait_for_signal(seconds: float | None) -> int | None:
+    """Wait (SIGINT/SIGTERM blocked) up to `seconds` (None: forever); the signal that came, or None."""
+    if seconds is None:
+        return signal.sigwait(_HOLD_SIGNALS)
+    if seconds <= 0:
+        return None
+    info = signal.sigtimedwait(_HOLD_SIGNALS, seconds)
+    return None if info is None else info.si_signo
+
+
+def _drain_signals() -> None:
+    while signal.sigpending() & set(_HOLD_SIGNALS):
+        signal.sigtimedwait(_HOLD_SIGNALS, 0)
+
+
+def run(args: argparse.Namespace) -> int:
+    roots: Roots = args.roots
+    if getattr(args, "tree", None):
+        raise UsageError("alloc makes buffers on this machine; it cannot use a captured --tree")
+    name: str | None = args.name
+    if name is not None:
+        try:
+            encode_name(name)
+        except InvalidArgumentError as exc:
+            raise UsageError(f"--name: {exc}") from None
+    size_bytes = _round_to_page(args.size)
+    count: int = args.count
+    use_udmabuf = bool(args.udmabuf)
+    udmabuf_info = read_udmabuf(roots.dev_root, roots.sys_root, live=True) if use_udmabuf else None
+    if not args.force:
+        why = check_sane(
+            size_bytes,
+            count,
+            memory=read_memory(roots.proc_root),
+            udmabuf_limit_mb=udmabuf_info.size_limit_mb if udmabuf_info else None,
+            udmabuf=use_udmabuf,
+            mapped=args.map,
+            fd_limit=_fd_limit(),
+        )
+        if why:
+            raise UsageError(f"refusing to allocate: {why}; add --force to try anyway")
+
+    hold: float | None = args.hold
+    if hold is None:
+        hold = None if sys.stdin.isatty() and sys.stdout.isatty() else 0.0
+
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HOLD_SIGNALS)
+    try:
+        with ExitStack() as stack:
+            bufs: list[DmaBuf] = []
+            if use_udmabuf:
+                device = stack.enter_context(UdmabufDevice.open(roots.dev_root, roots.sys_root))
+                source = f"udmabuf ({escape(device.path)})"
+            else:
+                heap = stack.enter_context(DmaHeap.open(args.heap, roots.dev_root))
+                source = f"heap {escape(heap.name)} ({escape(heap.path)})"
+            for _ in range(count):
+                buf = create_with_memfd(size_bytes, device=device) if use_udmabuf else heap.alloc(size_bytes)
+                stack.enter_context(buf)
+                bufs.append(buf)
+                if name is not None:
+                    buf.set_name(name)
+                if args.map:
+                    buf.mmap()
+            total = sum(b.size_bytes for b in bufs)
+            rounded = ""
+            if size_bytes != args.size:
+                rounded = f" (rounded up from {args.size} bytes to whole pages)"
+            print(
+                f"pid {os.getpid()}: {count} buffer{'s' if count != 1 else ''} from {source}, "
+                f"{human_bytes(total)} in all{rounded}"
+            )
+            for buf in bufs:
+                print(f"  {describe(buf, name=name, mapped=args.map)}")
+            if hold is None:
+                print("holding them until Ctrl-C (or SIGTERM)")
+            elif hold > 0:
+                print(f"holding them for {hold:g} s (Ctrl-C or SIGTERM releases them sooner)")
+            sys.stdout.flush()
+            _wait_for_signal(hold)
+        return 0
+    finally:
+        _drain_signals()
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)

@@ -1,0 +1,42 @@
+"""Copy this machine's dma-buf kernel files into DIR, a tree the --tree option reads back.
+
+Copies, for each process that holds a dma-buf, its dma-buf fd links (same target text), their
+fdinfo, the dma-buf lines of its maps, and comm, cmdline, status and stat; plus debugfs
+dma_buf/bufinfo, /sys/kernel/dmabuf/buffers, the udmabuf parameters, the heap and udmabuf
+device names (as empty files) and the kernel release. Nothing else about any process is kept.
+Run as root to include every process and debugfs. DIR must be empty or not exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dmabuf_inspect.scan.capture import capture
+from dmabuf_inspect.textsafe import escape
+
+NAME = "capture"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", metavar="DIR", help="where to write the tree (empty or new)")
+
+
+def run(args: argparse.Namespace) -> int:
+    report = capture(args.directory, args.roots)
+    print(
+        f"captured kernel {escape(report.kernel)} into {escape(report.directory)}: "
+        f"{report.processes} processes holding dma-bufs ({report.fds} fds, {report.mappings} mappings)"
+    )
+    for name, state in sorted(report.sources.items()):
+        print(f"  {name}: {escape(state)}")
+    if report.denied_pids:
+        n = len(report.denied_pids)
+        print(
+            f"dmabuf-inspect: {n} process{'es' if n != 1 else ''} could not be read and are not in the "
+            "capture; run as root to include them",
+            file=sys.stderr,
+        )
+    if report.vanished:
+        print(f"  {report.vanished} processes exited during the capture and were skipped")
+    return 0

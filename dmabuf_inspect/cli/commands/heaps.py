@@ -1,0 +1,87 @@
+"""List the dma-buf heaps (/dev/dma_heap) and whether udmabuf is there, with its limits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from dmabuf_inspect.kernel.devices import read_heaps, read_udmabuf
+from dmabuf_inspect.kernel.reader import Roots
+from dmabuf_inspect.model import Heap, Udmabuf
+from dmabuf_inspect.textsafe import escape, json_name
+
+NAME = "heaps"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def heaps_to_dict(heaps: tuple[Heap, ...], udmabuf: Udmabuf) -> dict[str, Any]:
+    out_heaps = []
+    for heap in heaps:
+        name, name_hex = json_name(heap.name)
+        entry: dict[str, Any] = {
+            "name": name,
+            "dev_path": json_name(heap.dev_path)[0],
+            "major": heap.major,
+            "minor": heap.minor,
+        }
+        if name_hex is not None:
+            entry["name_hex"] = name_hex
+        out_heaps.append(entry)
+    return {
+        "heaps": out_heaps,
+        "udmabuf": {
+            "present": udmabuf.present,
+            "dev_path": json_name(udmabuf.dev_path)[0],
+            "size_limit_mb": udmabuf.size_limit_mb,
+            "list_limit": udmabuf.list_limit,
+        },
+    }
+
+
+def _number(value: int | None, unit: str = "") -> str:
+    return "?" if value is None else f"{value}{unit}"
+
+
+def format_heaps(heaps: tuple[Heap, ...], udmabuf: Udmabuf, dev_root: str) -> list[str]:
+    lines = []
+    if heaps:
+        rows = [("HEAP", "DEVICE", "MAJ:MIN")]
+        for heap in heaps:
+            numbers = "-" if heap.major is None else f"{heap.major}:{heap.minor}"
+            rows.append((escape(heap.name), escape(heap.dev_path), numbers))
+        widths = [max(len(row[i]) for row in rows) for i in range(2)]
+        lines += [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}".rstrip() for a, b, c in rows]
+    else:
+        heap_dir = escape(os.path.join(dev_root, "dma_heap"))
+        lines.append(
+            f"no dma-buf heaps: {heap_dir} is missing or empty "
+            "(a kernel without CONFIG_DMABUF_HEAPS, or no heap driver such as CONFIG_DMABUF_HEAPS_SYSTEM)"
+        )
+    lines.append("")
+    if udmabuf.present:
+        lines.append(
+            f"udmabuf: {escape(udmabuf.dev_path)}  size_limit_mb {_number(udmabuf.size_limit_mb)}  "
+            f"list_limit {_number(udmabuf.list_limit)}"
+        )
+    else:
+        lines.append(
+            f"udmabuf: no {escape(udmabuf.dev_path)} "
+            "(a kernel without CONFIG_UDMABUF, or the module is not loaded: modprobe udmabuf)"
+        )
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    roots: Roots = args.roots
+    heaps = read_heaps(roots.dev_root, live=roots.live, sys_root=roots.sys_root)
+    udmabuf = read_udmabuf(roots.dev_root, roots.sys_root, live=roots.live)
+    if getattr(args, "json", False):
+        print(json.dumps(heaps_to_dict(heaps, udmabuf), indent=2))
+    else:
+        print("\n".join(format_heaps(heaps, udmabuf, roots.dev_root)))
+    return 0

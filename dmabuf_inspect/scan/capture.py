@@ -1,0 +1,275 @@
+"""Copy the kernel files a snapshot reads into a tree that `Roots.from_tree()` reads back.
+
+    DIR/uname                                   the kernel release (also DIR/proc/sys/kernel/osrelease)
+    DIR/capture.txt                             when and from where, and what was left out
+    DIR/proc/PID/fd/N                           a symlink with the fd link's exact target text
+    DIR/proc/PID/fdinfo/N
+    DIR/proc/PID/maps                           only the dma-buf lines
+    DIR/proc/PID/{comm,cmdline,status,stat}
+    DIR/sys/kernel/debug/dma_buf/bufinfo
+    DIR/sys/kernel/dmabuf/buffers/INO/{exporter_name,size}   where the kernel has them (< 6.10)
+    DIR/sys/module/udmabuf/parameters/{size_limit_mb,list_limit}
+    DIR/sys/class/dma_heap/NAME/dev
+    DIR/dev/dma_heap/NAME, DIR/dev/udmabuf      empty files standing for the devices
+
+Only processes that hold a dma-buf (by fd or by mapping) are copied, and of them only their
+dma-buf fds and mappings: a capture says nothing about other files. Processes that exit
+meanwhile are skipped; processes that cannot be read are counted. The source may itself be a
+captured tree (its links are read as text, never followed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dmabuf_inspect.errors import UsageError, describe_oserror
+from dmabuf_inspect.kernel.reader import Roots, listdir, read_bytes
+
+DMABUF_LINK_PREFIX = b"/dmabuf:"
+DMABUF_LINK_LEGACY = b"anon_inode:dmabuf"  # before 5.3
+PROC_FILES = ("comm", "cmdline", "status", "stat")
+UDMABUF_PARAMETERS = ("size_limit_mb", "list_limit")
+# start-end perms offset dev inode, then the path: a dma-buf's is `/dmabuf:NAME`
+# (`anon_inode:dmabuf` before 5.3).
+_MAPS_DMABUF = re.compile(rb"^\S+ \S+ \S+ \S+ \d+ +(?:/dmabuf:|anon_inode:dmabuf$)")
+_GONE = (errno.ENOENT, errno.ESRCH)
+
+
+@dataclass(slots=True)
+class CaptureReport:
+    """What a capture copied, and what it could not."""
+
+    directory: str
+    kernel: str
+    processes: int = 0
+    fds: int = 0
+    mappings: int = 0
+    vanished: int = 0
+    denied_pids: list[int] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # NAME -> "ok" | "unavailable: why"
+
+
+@dataclass(frozen=True, slots=True)
+class _Process:
+    pid: int
+    links: tuple[tuple[int, bytes, bytes], ...]  # fd, link target, fdinfo
+    maps: bytes
+    files: dict[str, bytes]
+
+
+def dmabuf_maps_lines(maps: bytes) -> list[bytes]:
+    """The lines of /proc/PID/maps that map a dma-buf, each with its newline."""
+    return [line for line in maps.splitlines(keepends=True) if _MAPS_DMABUF.match(line)]
+
+
+def is_dmabuf_link(target: bytes) -> bool:
+    return target.startswith(DMABUF_LINK_PREFIX) or target == DMABUF_LINK_LEGACY
+
+
+class _Writer:
+    def __init__(self, top: str) -> None:
+        self.top = top
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.top, *parts)
+
+    def file(self, data: bytes, *parts: str) -> None:
+        path = self.path(*parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+    def link(self, target: bytes, *parts: str) -> None:
+        path = self.path(*parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.symlink(target, os.fsencode(path))
+
+
+def _prepare(directory: str) -> None:
+    try:
+        os.makedirs(directory, exist_ok=True)
+        if os.listdir(directory):
+            raise UsageError(f"capture directory {directory} is not empty")
+    except OSError as exc:
+        raise UsageError(describe_oserror(f"Creating capture directory {directory}", exc)) from None
+
+
+def _kernel_release(roots: Roots, live: bool) -> str:
+    if live and os.path.realpath(roots.proc_root) == "/proc":
+        return os.uname().release
+    path = os.path.join(roots.proc_root, "sys", "kernel", "osrelease")
+    try:
+        return read_bytes(roots.proc_root, path, live=live, limit=256).decode("utf-8", "replace").strip()
+    except OSError:
+        return "unknown"
+
+
+def _read_process(roots: Roots, live: bool, pid: int) -> _Process | None:
+    """A process's dma-buf fds and mappings and who it is; None when it holds none.
+
+    Raises PermissionError when it may not be read, FileNotFoundError/ProcessLookupError when
+    it is gone.
+    """
+    base = os.path.join(roots.proc_root, str(pid))
+    fd_dir = os.path.join(base, "fd")
+    links = []
+    for name in sorted(listdir(roots.proc_root, fd_dir, live=live), key=lambda n: (len(n), n)):
+        if not name.isdigit():
+            continue
+        try:
+            target = os.readlink(os.fsencode(os.path.join(fd_dir, name)))
+            if not is_dmabuf_link(target):
+                continue
+            info = read_bytes(roots.proc_root, os.path.join(base, "fdinfo", name), live=live, limit=8192)
+        except OSError as exc:
+            if exc.errno in _GONE:
+                continue  # closed meanwhile
+            raise
+        links.append((int(name), target, info))
+    maps = b"".join(dmabuf_maps_lines(read_bytes(roots.proc_root, os.path.join(base, "maps"), live=live)))
+    if not links and not maps:
+        return None
+    files = {
+        name: read_bytes(roots.proc_root, os.path.join(base, name), live=live, limit=1 << 16) for name in PROC_FILES
+    }
+    return _Process(pid, tuple(links), maps, files)
+
+
+def _capture_processes(roots: Roots, live: bool, out: _Writer, report: CaptureReport) -> None:
+    pids = sorted(int(n) for n in listdir(roots.proc_root, roots.proc_root, live=live) if n.isdigit())
+    for pid in pids:
+        try:
+            proc = _read_process(roots, live, pid)
+        except PermissionError:
+            report.denied_pids.append(pid)
+            continue
+        except OSError as exc:
+            if exc.errno in _GONE:
+                report.vanished += 1
+                continue
+            raise
+        if proc is None:
+            continue
+        d = str(pid)
+        for fd, target, info in proc.links:
+            out.link(target, "proc", d, "fd", str(fd))
+            out.file(info, "proc", d, "fdinfo", str(fd))
+        out.file(proc.maps, "proc", d, "maps")
+        for name, data in proc.files.items():
+            out.file(data, "proc", d, name)
+        report.processes += 1
+        report.fds += len(proc.links)
+        report.mappings += proc.maps.count(b"\n")
+
+
+def _unavailable(exc: OSError, what: str) -> str:
+    return "unavailable: " + describe_oserror(what, exc)
+
+
+def _copy_optional(
+    report: CaptureReport, source: str, read: Callable[[], None], what: str, *, missing_ok: bool = False
+) -> None:
+    try:
+        read()
+    except OSError as exc:
+        if missing_ok and exc.errno == errno.ENOENT:
+            report.sources[source] = f"unavailable: {what} does not exist"
+        else:
+            report.sources[source] = _unavailable(exc, f"reading {what}")
+        return
+    report.sources[source] = "ok"
+
+
+def capture(directory: str, roots: Roots | None = None) -> CaptureReport:
+    """Copy what a snapshot of `roots` (the live system by default) reads into `directory`.
+
+    `directory` must be empty or not exist yet.
+    """
+    roots = roots or Roots()
+    live = roots.live
+    _prepare(directory)
+    out = _Writer(directory)
+    kernel = _kernel_release(roots, live)
+    report = CaptureReport(directory=directory, kernel=kernel)
+    out.file(kernel.encode() + b"\n", "uname")
+    out.file(kernel.encode() + b"\n", "proc", "sys", "kernel", "osrelease")
+
+    try:
+        _capture_processes(roots, live, out, report)
+        report.sources["proc"] = "ok"
+    except OSError as exc:
+        report.sources["proc"] = _unavailable(exc, f"listing {roots.proc_root}")
+
+    bufinfo = os.path.join(roots.debugfs_root, "dma_buf", "bufinfo")
+
+    def copy_bufinfo() -> None:
+        data = read_bytes(roots.debugfs_root, bufinfo, live=live)
+        out.file(data, "sys", "kernel", "debug", "dma_buf", "bufinfo")
+
+    _copy_optional(report, "bufinfo", copy_bufinfo, bufinfo)
+
+    buffers_dir = os.path.join(roots.sys_root, "kernel", "dmabuf", "buffers")
+
+    def copy_sysfs() -> None:
+        for ino in sorted(listdir(roots.sys_root, buffers_dir, live=live)):
+            for name in ("exporter_name", "size"):
+                try:
+                    data = read_bytes(roots.sys_root, os.path.join(buffers_dir, ino, name), live=live)
+                except FileNotFoundError:
+                    continue  # freed meanwhile
+                out.file(data, "sys", "kernel", "dmabuf", "buffers", ino, name)
+
+    _copy_optional(report, "sysfs", copy_sysfs, buffers_dir, missing_ok=True)
+
+    heap_dir = os.path.join(roots.dev_root, "dma_heap")
+
+    def copy_heaps() -> None:
+        names = sorted(listdir(roots.dev_root, heap_dir, live=live))
+        if not names:
+            raise FileNotFoundError(errno.ENOENT, "no heaps", heap_dir)
+        for name in names:
+            out.file(b"", "dev", "dma_heap", name)
+            dev = os.path.join(roots.sys_root, "class", "dma_heap", name, "dev")
+            with contextlib.suppress(OSError):  # only the device numbers; the heap itself is known
+                out.file(read_bytes(roots.sys_root, dev, live=live, limit=64), "sys", "class", "dma_heap", name, "dev")
+
+    _copy_optional(report, "heaps", copy_heaps, heap_dir, missing_ok=True)
+
+    udmabuf_dev = os.path.join(roots.dev_root, "udmabuf")
+    params = os.path.join(roots.sys_root, "module", "udmabuf", "parameters")
+
+    def copy_udmabuf() -> None:
+        if not os.path.lexists(udmabuf_dev):
+            raise FileNotFoundError(errno.ENOENT, "no udmabuf", udmabuf_dev)
+        out.file(b"", "dev", "udmabuf")
+        for name in UDMABUF_PARAMETERS:
+            try:
+                data = read_bytes(roots.sys_root, os.path.join(params, name), live=live, limit=64)
+            except OSError:
+                continue
+            out.file(data, "sys", "module", "udmabuf", "parameters", name)
+
+    _copy_optional(report, "udmabuf", copy_udmabuf, udmabuf_dev, missing_ok=True)
+
+    out.file(_note(roots, report).encode(), "capture.txt")
+    return report
+
+
+def _note(roots: Roots, report: CaptureReport) -> str:
+    when = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    lines = [
+        f"dmabuf-inspect capture of kernel {report.kernel} at {when}",
+        f"from {roots.proc_root} {roots.sys_root} {roots.debugfs_root} {roots.dev_root}",
+        f"{report.processes} processes holding dma-bufs: {report.fds} fds, {report.mappings} mappings",
+        "kept: dma-buf fds only, and only the dma-buf lines of maps",
+    ]
+    if report.denied_pids:
+        lines.append(f"not readable: pids {' '.join(map(str, report.denied_pids))}")
+    lines.extend(f"{name}: {state}" for name, state in sorted(report.sources.items()))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,590 @@
+"""One full scan: every dma-buf, who holds it by fd or mapping, and what debugfs adds.
+
+Policy for races and permissions (as psutil does it): a process or fd that vanishes
+mid-scan is skipped silently; a process whose fd table or maps we may not read is
+counted in `denied_pids` and gets one `ScanError`; a source that cannot be read at all
+is marked `"unavailable: why"` in `sources`.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import chain, compress, repeat
+from operator import floordiv, is_, itemgetter, sub
+from typing import TypeVar, cast
+
+from dmabuf_inspect.exporters import exporter_class
+from dmabuf_inspect.kernel import bufinfo as bufinfo_mod
+from dmabuf_inspect.kernel import devices, fdwalk
+from dmabuf_inspect.kernel.fdinfo import FdinfoParseError, parse_fdinfo
+from dmabuf_inspect.kernel.maps import dmabuf_lines, parse_lines
+from dmabuf_inspect.kernel.procinfo import identify
+from dmabuf_inspect.kernel.reader import OutsideRootError, Roots, listdir, read_bytes
+from dmabuf_inspect.kernel.sysfs import read_sysfs_buffers
+from dmabuf_inspect.model import (
+    Buffer,
+    BufInfoTable,
+    FdInfo,
+    Fence,
+    Heap,
+    Holder,
+    MapEntry,
+    Process,
+    ScanError,
+    Snapshot,
+    SysfsBuffer,
+    Totals,
+    Udmabuf,
+)
+
+_DMABUF_PREFIX = "/dmabuf:"
+_DMABUF_ANON = "anon_inode:dmabuf"  # before 5.3 (commit bb2bb9030425, "dma-buf: add DMA_BUF_SET_NAME")
+
+
+_LEGACY_INODE_BASE = -(1 << 33)
+_T = TypeVar("_T")
+_NO_EXTENT = (0, None)
+
+
+def synthetic_inode(pid: int, fd: int) -> int:
+    """A stand-in key for a captured pre-5.14 fd whose inode nobody recorded (negative, stable)."""
+    return -(zlib.crc32(f"{pid}/{fd}".encode()) + 1)
+
+
+@dataclass(slots=True)
+class _ProcScan:
+    fds: dict[int, tuple[int, ...]] = field(default_factory=dict)  # inode -> fds, ascending
+    maps: dict[int, list[MapEntry]] = field(default_factory=dict)  # inode -> mappings
+
+
+@dataclass(slots=True)
+class _Holdings:
+    """Who holds each inode, filled one process at a time in ascending pid order."""
+
+    held: dict[int, tuple[Holder, ...]] = field(default_factory=dict)
+    refs: dict[int, int] = field(default_factory=dict)  # fds + mappings, all processes
+    map_extent: dict[int, tuple[int, str | None]] = field(default_factory=dict)  # the farthest mapped byte
+
+    def add(self, pid: int, pscan: _ProcScan) -> None:
+        fds = pscan.fds
+        # The common holder, fds and no mapping, made in C: one tuple per (pid, inode).
+        holders = map(tuple.__new__, repeat(Holder), zip(repeat(pid), fds.values(), repeat(0), repeat(0)))
+        held: dict[int, tuple[Holder, ...]] = dict(zip(fds, zip(holders), strict=True))
+        refs = dict(zip(fds, map(len, fds.values()), strict=True))
+        if pscan.maps:
+            self._add_mapped(pid, pscan, held, refs)
+        for inode in held.keys() & self.held.keys():
+            held[inode] = self.held[inode] + held[inode]
+            refs[inode] += self.refs[inode]
+        self.held.update(held)
+        self.refs.update(refs)
+
+    def _add_mapped(
+        self, pid: int, pscan: _ProcScan, held: dict[int, tuple[Holder, ...]], refs: dict[int, int]
+    ) -> None:
+        fds, extent = pscan.fds, self.map_extent
+        for inode, entries in pscan.maps.items():
+            f = fds.get(inode, ())
+            mapped = 0
+            for m in entries:
+                mapped += m.end - m.start
+                end = m.offset_bytes + m.end - m.start
+                if end > extent.get(inode, _NO_EXTENT)[0]:
+                    extent[inode] = (end, m.name)
+            held[inode] = (Holder(pid, f, len(entries), mapped),)
+            refs[inode] = len(f) + len(entries)
+
+
+@dataclass(slots=True)
+class _Scan:
+    roots: Roots
+    live: bool
+    fdinfo: dict[int, FdInfo] = field(default_factory=dict)
+    procs: dict[int, _ProcScan] = field(default_factory=dict)
+    errors: list[ScanError] = field(default_factory=list)
+    denied: set[int] = field(default_factory=set)
+    dmabuf_dev: int | None = None
+    legacy_fds: dict[int, list[int]] = field(default_factory=dict)  # pid -> anon_inode:dmabuf fds
+    by_identity: dict[tuple[int, str, str | None, int], int] = field(default_factory=dict)
+    by_size_exporter: dict[tuple[int, str], int] = field(default_factory=dict)
+    known_inodes: set[int] = field(default_factory=set)  # fdinfo read, or bufinfo entry trusted
+    map_lines: list[tuple[int, list[bytes]]] = field(default_factory=list)  # pid -> its `/dmabuf:` lines
+    maps_readable: bool = False
+
+    def deny(self, pid: int, source: str, exc: OSError) -> None:
+        if pid not in self.denied:
+            self.denied.add(pid)
+            self.errors.append(ScanError(pid, source, os.strerror(exc.errno or errno.EACCES)))
+
+    # -- fds -------------------------------------------------------------------------------
+
+    def scan_fds(self, pid: int, scan: _ProcScan) -> None:
+        fd_dir = f"{self.roots.proc_root}/{pid}/fd"
+        if self.live:
+            scan.fds = self._live_fds(pid, fd_dir)
+            return
+        try:
+            names = listdir(self.roots.proc_root, fd_dir, live=False)
+        except FileNotFoundError:
+            return
+        except PermissionError as exc:
+            self.deny(pid, "fd", exc)
+            return
+        except OSError:
+            return
+        fds: dict[int, list[int]] = {}
+        for fd in sorted(int(name) for name in names if name.isdigit()):
+            self._captured_fd(pid, fd, f"{fd_dir}/{fd}", fds)
+        scan.fds = {inode: tuple(f) for inode, f in fds.items()}
+
+    def _live_fds(self, pid: int, fd_dir: str) -> dict[int, tuple[int, ...]]:
+        # One directory fd per process, and fd-relative stat()s: no path walk per fd.
+        try:
+            dfd = os.open(fd_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except PermissionError as exc:
+            self.deny(pid, "fd", exc)
+            return {}
+        except OSError:
+            return {}  # exited, or a kernel thread's empty table
+        try:
+            dev = self.dmabuf_dev
+            if dev is None:
+                try:
+                    names = os.listdir(dfd)
+                except OSError:
+                    return {}
+                dev = self._learn_dev(pid, dfd, names)
+                if dev is None:
+                    return {}
+            try:
+                fds = fdwalk.fds_by_inode(dfd, dev)
+            except OSError:
+                return {}
+            return self._read_new_fdinfo(pid, fds)
+        finally:
+            os.close(dfd)
+
+    def _learn_dev(self, pid: int, dfd: int, names: list[str]) -> int | None:
+        """readlink until the first `/dmabuf:` link gives the dma-buf filesystem's st_dev."""
+        for name in names:
+            try:
+                target = os.readlink(name, dir_fd=dfd)
+                if target.startswith(_DMABUF_PREFIX):
+                    self.dmabuf_dev = os.stat(name, dir_fd=dfd).st_dev
+                    return self.dmabuf_dev
+            except OSError:
+                continue  # closed meanwhile
+            if target == _DMABUF_ANON:
+                self.legacy_fds.setdefault(pid, []).append(int(name))
+        return None
+
+    def _read_new_fdinfo(self, pid: int, fds: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
+        """fdinfo for the buffers neither bufinfo nor an earlier process described."""
+        for inode in fds.keys() - self.known_inodes:
+            info = next(filter(None, map(self._read_fdinfo, repeat(pid), fds[inode])), None)
+            if info is None:
+                del fds[inode]  # closed meanwhile, or denied
+            else:
+                self.fdinfo[inode] = info
+                self.known_inodes.add(inode)
+        return fds
+
+    def _captured_fd(self, pid: int, fd: int, path: str, fds: dict[int, list[int]]) -> None:
+        try:
+            target = os.readlink(path)
+        except OSError:
+            return
+        if not target.startswith(_DMABUF_PREFIX):
+            if target == _DMABUF_ANON:
+                self.legacy_fds.setdefault(pid, []).append(fd)
+            return
+        info = self._read_fdinfo(pid, fd)
+        if info is None:
+            return
+        inode = info.inode if info.inode is not None else self._join(pid, fd, info)
+        self.fdinfo.setdefault(inode, info)
+        fds.setdefault(inode, []).append(fd)
+
+    def index_for_join(self, table: BufInfoTable | None, sysfs_buffers: list[SysfsBuffer]) -> None:
+        """Before 5.14 fdinfo has no `ino:`; a capture can't stat the link. Index the buffers
+        whose (size, exporter, name, count) or (size, exporter) is unique, to join fds on."""
+        seen: dict[tuple[int, str, str | None, int], int | None] = {}
+        if table is not None:
+            for size, exp, name, count, inode in zip(
+                table.size_bytes, table.exp_name, table.name, table.count, table.inode, strict=True
+            ):
+                if inode is not None:
+                    key = (size, exp, name, count)
+                    seen[key] = None if key in seen else inode
+        self.by_identity = {k: v for k, v in seen.items() if v is not None}
+        seen2: dict[tuple[int, str], int | None] = {}
+        for sb in sysfs_buffers:
+            key2 = (sb.size_bytes, sb.exporter_name)
+            seen2[key2] = None if key2 in seen2 else sb.inode
+        self.by_size_exporter = {k: v for k, v in seen2.items() if v is not None}
+
+    def _join(self, pid: int, fd: int, info: FdInfo) -> int:
+        inode = self.by_identity.get((info.size_bytes, info.exp_name, info.name, info.count))
+        if inode is None:
+            inode = self.by_size_exporter.get((info.size_bytes, info.exp_name))
+        return inode if inode is not None else synthetic_inode(pid, fd)
+
+    def legacy_errors(self) -> None:
+        for pid, fds in sorted(self.legacy_fds.items()):
+            self.errors.append(
+                ScanError(
+                    pid,
+                    "fdinfo",
+                    (
+                        f"{len(fds)} dma-buf fd(s) ({', '.join(map(str, sorted(fds)))}) on a kernel before 5.3: "
+                        "nothing tells which buffer they hold"
+                    ),
+                )
+            )
+
+    def _read_fdinfo(self, pid: int, fd: int) -> FdInfo | None:
+        path = f"{self.roots.proc_root}/{pid}/fdinfo/{fd}"
+        try:
+            data = read_bytes(self.roots.proc_root, path, live=self.live, limit=8192)
+        except PermissionError as exc:
+            self.deny(pid, "fdinfo", exc)
+            return None
+        except OSError:
+            return None
+        try:
+            return parse_fdinfo(data)
+        except FdinfoParseError as exc:
+            self.errors.append(ScanError(pid, "fdinfo", f"fd {fd}: {exc}"))
+            return None
+
+    # -- maps ------------------------------------------------------------------------------
+
+    def scan_maps(self, pid: int) -> None:
+        """Keep the process's `/dmabuf:` lines; map_entries() parses every process's at once."""
+        path = f"{self.roots.proc_root}/{pid}/maps"
+        try:
+            data = read_bytes(self.roots.proc_root, path, live=self.live)
+        except PermissionError as exc:
+            self.deny(pid, "maps", exc)
+            return
+        except OSError:
+            return
+        self.maps_readable = True
+        lines = dmabuf_lines(data)
+        if lines:
+            self.map_lines.append((pid, lines))
+
+    def map_entries(self) -> None:
+        """Parse the kept lines in one call, and hand each process its mappings by inode."""
+        entries = parse_lines(list(chain.from_iterable(lines for _, lines in self.map_lines)))
+        at = 0
+        for pid, lines in self.map_lines:
+            mine = entries[at : at + len(lines)]
+            at += len(lines)
+            maps: dict[int, list[MapEntry]] = {}
+            for entry in mine:
+                if entry is not None:
+                    maps.setdefault(entry.inode, []).append(entry)
+            if maps:
+                self.procs.setdefault(pid, _ProcScan()).maps = maps
+
+
+def _pids(roots: Roots, live: bool) -> list[int]:
+    names = os.listdir(roots.proc_root) if live else listdir(roots.proc_root, roots.proc_root, live=False)
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def _kernel_release(roots: Roots, live: bool) -> str:
+    if live:
+        return os.uname().release
+    try:
+        path = os.path.join(roots.proc_root, "sys", "kernel", "osrelease")
+        return read_bytes(roots.proc_root, path, live=False, limit=256).decode("utf-8", "replace").strip()
+    except OSError:
+        return "unknown"
+
+
+def _unavailable(exc: OSError, what: str) -> str:
+    if isinstance(exc, OutsideRootError):
+        return f"unavailable: {exc} (refused: a captured tree may not lead outside itself)"
+    if isinstance(exc, PermissionError):
+        return f"unavailable: permission denied reading {what} (run as root)"
+    if isinstance(exc, FileNotFoundError):
+        return f"unavailable: {what} does not exist"
+    return f"unavailable: {what}: {os.strerror(exc.errno or 0) or exc}"
+
+
+def _read_bufinfo(roots: Roots, live: bool, sources: dict[str, str]) -> BufInfoTable | None:
+    path = os.path.join(roots.debugfs_root, "dma_buf", "bufinfo")
+    try:
+        info = bufinfo_mod.read_bufinfo_table(roots.debugfs_root, live=live)
+    except FileNotFoundError:
+        mounted = os.path.isdir(os.path.join(roots.debugfs_root, "dma_buf"))
+        sources["bufinfo"] = (
+            f"unavailable: {path} does not exist"
+            if mounted
+            else f"unavailable: debugfs is not mounted at {roots.debugfs_root} (or the kernel has no CONFIG_DEBUG_FS)"
+        )
+        return None
+    except OSError as exc:
+        sources["bufinfo"] = _unavailable(exc, path)
+        return None
+    except ValueError as exc:
+        sources["bufinfo"] = f"unavailable: {path}: {exc}"
+        return None
+    sources["bufinfo"] = "ok"
+    return info
+
+
+def _read_sysfs(roots: Roots, live: bool, sources: dict[str, str]) -> list[SysfsBuffer]:
+    path = os.path.join(roots.sys_root, "kernel", "dmabuf", "buffers")
+    try:
+        found = read_sysfs_buffers(roots.sys_root, live=live)
+    except OSError as exc:
+        sources["sysfs"] = (
+            f"unavailable: {path} does not exist (CONFIG_DMABUF_SYSFS_STATS, deprecated since 5.19)"
+            if isinstance(exc, FileNotFoundError)
+            else _unavailable(exc, path)
+        )
+        return []
+    sources["sysfs"] = "ok"
+    return found
+
+
+def _read_devices(roots: Roots, live: bool, sources: dict[str, str]) -> tuple[tuple[Heap, ...], Udmabuf]:
+    heaps = devices.read_heaps(roots.dev_root, live=live, sys_root=roots.sys_root)
+    sources["heaps"] = "ok" if heaps else f"unavailable: no heaps in {roots.dev_root}/dma_heap (CONFIG_DMABUF_HEAPS)"
+    udmabuf = devices.read_udmabuf(roots.dev_root, roots.sys_root, live=live)
+    sources["udmabuf"] = "ok" if udmabuf.present else f"unavailable: no {udmabuf.dev_path} (CONFIG_UDMABUF)"
+    return heaps, udmabuf
+
+
+def _pick(column: tuple[_T, ...], rows: list[int] | None) -> Sequence[_T]:
+    return column if rows is None else [column[i] for i in rows]
+
+
+class _Buffers:
+    """The buffers of one scan, by inode; the bulk (listed by bufinfo, no fdinfo read) is made
+    column by column in C, the rest one by one."""
+
+    def __init__(
+        self,
+        scan: _Scan,
+        holdings: _Holdings,
+        table: BufInfoTable | None,
+        sysfs_buffers: Sequence[SysfsBuffer],
+        heap_names: frozenset[str],
+    ) -> None:
+        self.scan, self.holdings, self.table, self.heap_names = scan, holdings, table, heap_names
+        self.sysfs = {s.inode: s for s in sysfs_buffers}
+        self.classes: dict[str, str] = {}
+
+    def exporter_class(self, exporter: str) -> str:
+        cls = self.classes.get(exporter)
+        if cls is None:
+            cls = self.classes[exporter] = exporter_class(exporter, self.heap_names)
+        return cls
+
+    def build(self) -> list[Buffer]:
+        table, fdinfo = self.table, self.scan.fdinfo
+        bulk: list[Buffer] = []
+        in_bulk: set[int | None] = set()
+        by_inode: dict[int, int] = {}  # bufinfo row of an inode the bulk leaves to _one()
+        if table is not None and None in table.inode:  # before 5.3: no ino column, nothing to join on
+            by_inode = {_LEGACY_INODE_BASE - i: i for i in range(len(table.inode))}
+        elif table is not None and table.inode:
+            listed = set(table.inode)
+            named = fdinfo.keys() & listed  # their fdinfo was read: it has their exact name
+            rows = None
+            if named:
+                rows = [i for i, inode in enumerate(table.inode) if inode not in named]
+                by_inode = {inode: i for i, inode in enumerate(table.inode) if inode in named}
+            bulk = self._bulk(table, rows)
+            in_bulk = listed - named
+        rest = (self.holdings.held.keys() | fdinfo.keys() | self.sysfs.keys() | by_inode.keys()) - in_bulk
+        bulk.extend(self._one(inode, by_inode.get(inode)) for inode in rest)
+        bulk.sort()  # by inode: the first field, unique
+        return bulk
+
+    def _bulk(self, table: BufInfoTable, rows: list[int] | None) -> list[Buffer]:
+        """The buffers of these bufinfo rows (None: all), sized and named by bufinfo."""
+        inodes = cast(Sequence[int], _pick(table.inode, rows))  # no None: the caller checked
+        counts, exporters = _pick(table.count, rows), _pick(table.exp_name, rows)
+        classes = {e: self.exporter_class(e) for e in set(exporters)}
+        held, refs = self.holdings.held, self.holdings.refs
+        n = len(inodes)
+        kernel_refs = list(map(sub, counts, map(refs.get, inodes, repeat(0))))
+        if kernel_refs and min(kernel_refs) < 0:  # a count read before a process took another ref
+            kernel_refs = [max(k, 0) for k in kernel_refs]
+        return list(
+            map(
+                tuple.__new__,
+                repeat(Buffer),
+                zip(
+                    inodes,
+                    _pick(table.size_bytes, rows),
+                    repeat("bufinfo", n),
+                    exporters,
+                    map(classes.__getitem__, exporters),
+                    _pick(table.name, rows),
+                    counts,
+                    map(held.get, inodes, repeat(())),
+                    _pick(table.attachments, rows),
+                    _pick(table.fences, rows),
+                    kernel_refs,
+                    strict=True,
+                ),
+            )
+        )
+
+    def _one(self, inode: int, row: int | None) -> Buffer:
+        table = self.table
+        fdi = self.scan.fdinfo.get(inode)
+        count: int | None
+        if fdi is not None:
+            size, size_source, exporter, name, count = fdi.size_bytes, "fdinfo", fdi.exp_name, fdi.name, fdi.count
+        elif row is not None and table is not None:
+            size, size_source = table.size_bytes[row], "bufinfo"
+            exporter, name, count = table.exp_name[row], table.name[row], table.count[row]
+        elif (sy := self.sysfs.get(inode)) is not None:
+            size, size_source, exporter, name, count = sy.size_bytes, "sysfs", sy.exporter_name, None, None
+        else:
+            size, name = self.holdings.map_extent.get(inode, (0, None))
+            size_source, exporter, count = "maps", "unknown", None
+        attachments: tuple[str, ...] = ()
+        fences: tuple[Fence, ...] = ()
+        if row is not None and table is not None:
+            attachments, fences = table.attachments[row], table.fences[row]
+        return Buffer(
+            inode,
+            size,
+            size_source,
+            exporter,
+            self.exporter_class(exporter),
+            name,
+            count,
+            self.holdings.held.get(inode, ()),
+            attachments,
+            fences,
+            None if count is None or inode <= _LEGACY_INODE_BASE else max(count - self.holdings.refs.get(inode, 0), 0),
+        )
+
+
+def _build_processes(scan: _Scan, buffers: list[Buffer]) -> list[Process]:
+    held_buffers = list(compress(buffers, map(itemgetter(7), buffers)))  # a process holds them
+    inodes = list(map(itemgetter(0), held_buffers))
+    sizes = list(map(itemgetter(1), held_buffers))
+    size_of = dict(zip(inodes, sizes, strict=True))
+    share_of = dict(zip(inodes, map(floordiv, sizes, map(len, map(itemgetter(7), held_buffers))), strict=True))
+    processes: list[Process] = []
+    for pid, pscan in scan.procs.items():
+        held = pscan.fds.keys() | pscan.maps.keys() if pscan.maps else pscan.fds.keys()
+        if not held:
+            continue
+        ident = identify(scan.roots.proc_root, pid, live=scan.live)
+        if ident is None:
+            continue
+        processes.append(
+            Process(
+                pid=pid,
+                ppid=ident.ppid,
+                comm=ident.comm,
+                cmdline=ident.cmdline,
+                uid=ident.uid,
+                user=ident.user,
+                buffers=len(held),
+                rss_bytes=sum(map(size_of.__getitem__, held)),
+                pss_bytes=sum(map(share_of.__getitem__, held)),
+            )
+        )
+    processes.sort(key=lambda p: (-p.rss_bytes, p.pid))
+    return processes
+
+
+def _totals(buffers: list[Buffer], table: BufInfoTable | None) -> Totals:
+    sizes = list(map(itemgetter(1), buffers))
+    total = sum(sizes)
+    user = sum(compress(sizes, map(itemgetter(7), buffers)))
+    # Before 5.3 bufinfo has no ino column: its objects can't be matched to holders.
+    kernel_only = total - user if table is not None and None not in table.inode else None
+    return Totals(buffers=len(buffers), bytes=total, userspace_bytes=user, kernel_only_bytes=kernel_only)
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """A scan makes tens of thousands of tuples and no reference cycle: collecting meanwhile
+    only costs time (a fifth of a 10 000-buffer scan)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def collect(roots: Roots | None = None, *, include_maps: bool = True) -> Snapshot:
+    """Scan once. Never raises for vanished processes or denied files; see the module doc."""
+    with _no_gc():
+        return _collect(roots or Roots(), include_maps)
+
+
+def _collect(roots: Roots, include_maps: bool) -> Snapshot:
+    live = roots.live
+    sources: dict[str, str] = {}
+    scan = _Scan(roots=roots, live=live)
+    try:
+        pids = _pids(roots, live)
+        sources["fdinfo"] = "ok"
+    except OSError as exc:
+        pids = []
+        sources["fdinfo"] = _unavailable(exc, roots.proc_root)
+    table = _read_bufinfo(roots, live, sources)
+    sysfs_buffers = _read_sysfs(roots, live, sources)
+    if not live:
+        scan.index_for_join(table, sysfs_buffers)
+    if table is not None and None not in table.inode:
+        # bufinfo already gives size, exporter and count: skip fdinfo for those buffers. A name is
+        # printed raw there (tabs, newlines), so named buffers still get their exact fdinfo.
+        scan.known_inodes.update(compress(cast(tuple[int, ...], table.inode), map(is_, table.name, repeat(None))))
+    for pid in pids:
+        pscan = _ProcScan()
+        scan.scan_fds(pid, pscan)
+        if pscan.fds:
+            scan.procs[pid] = pscan
+        if include_maps:
+            scan.scan_maps(pid)
+    scan.map_entries()
+    holdings = _Holdings()
+    for pid in sorted(scan.procs):
+        holdings.add(pid, scan.procs[pid])
+    if include_maps:
+        sources["maps"] = "ok" if scan.maps_readable or not pids else "unavailable: no maps file was readable"
+    else:
+        sources["maps"] = "unavailable: not requested"
+
+    scan.legacy_errors()
+    heaps, udmabuf = _read_devices(roots, live, sources)
+    heap_names = frozenset(h.name for h in heaps)
+
+    buffers = _Buffers(scan, holdings, table, sysfs_buffers, heap_names).build()
+    processes = _build_processes(scan, buffers)
+    return Snapshot(
+        kernel=_kernel_release(roots, live),
+        taken_at=time.time(),
+        sources=sources,
+        buffers=tuple(buffers),
+        processes=tuple(processes),
+        totals=_totals(buffers, table),
+        errors=tuple(scan.errors),
+        heaps=heaps,
+        udmabuf=udmabuf,
+        denied_pids=tuple(sorted(scan.denied)),
+    )
