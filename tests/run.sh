@@ -13,7 +13,7 @@ fi
 python3 -m pip install -q -e '.[test]'
 echo "== ruff";   python3 -m ruff check dmabuf_inspect tests benchmarks fixtures
 python3 -m ruff format --check dmabuf_inspect tests benchmarks fixtures
-echo "== layers"; lint-imports
+echo "== layers"; python3 -c "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"  # not `lint-imports`: pyenv may not have its shim yet
 echo "== mypy";   python3 -m mypy
 echo "== unit tests"
 python3 -m pytest -q
