@@ -10,6 +10,7 @@ from dmabuf_inspect.units import human_bytes
 
 __all__ = ["human_bytes", "render_csv", "render_table"]
 
+
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> str:
     """Columns padded to their widest cell; the last column is never padded."""
     widths = [len(h) for h in headers]

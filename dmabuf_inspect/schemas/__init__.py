@@ -1,7 +1,7 @@
 """The JSON Schemas of every document the tool writes, shipped in the package.
 
-    dmabuf-inspect-1.schema.json    `dump` (schema "dmabuf-inspect/1")
-    bench-1.schema.json             `bench --json` (schema "dmabuf-inspect-bench/1")
+dmabuf-inspect-1.schema.json    `dump` (schema "dmabuf-inspect/1")
+bench-1.schema.json             `bench --json` (schema "dmabuf-inspect-bench/1")
 """
 
 from __future__ import annotations

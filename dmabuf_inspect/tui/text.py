@@ -11,11 +11,11 @@ import time
 from collections.abc import Mapping
 
 from dmabuf_inspect.bench.cache import ExporterCost
-from dmabuf_inspect.units import human_bytes
 from dmabuf_inspect.model import Buffer, Fence, Snapshot
 from dmabuf_inspect.scan.diff import Change
 from dmabuf_inspect.scan.notes import partial_notes
 from dmabuf_inspect.textsafe import escape
+from dmabuf_inspect.units import human_bytes
 
 DEBUGFS_HINT = "mount -t debugfs none /sys/kernel/debug"
 

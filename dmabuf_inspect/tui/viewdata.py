@@ -15,10 +15,10 @@ from typing import Literal
 
 from rich.cells import cell_len
 
-from dmabuf_inspect.units import human_bytes
 from dmabuf_inspect.model import Buffer, Holder, Process, Snapshot
 from dmabuf_inspect.scan.diff import KERNEL_PID, Change, SnapshotDiff, diff_snapshots, holdings
 from dmabuf_inspect.textsafe import escape as _escape_slow
+from dmabuf_inspect.units import human_bytes
 
 SortValue = int | str
 

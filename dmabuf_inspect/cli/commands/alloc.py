@@ -19,7 +19,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from dmabuf_inspect.units import human_bytes
 from dmabuf_inspect.errors import InvalidArgumentError, UsageError
 from dmabuf_inspect.ioctl.buffer import DmaBuf, encode_name
 from dmabuf_inspect.ioctl.heaps import DmaHeap
@@ -27,6 +26,7 @@ from dmabuf_inspect.ioctl.udmabuf import UdmabufDevice, create_with_memfd
 from dmabuf_inspect.kernel.devices import read_udmabuf
 from dmabuf_inspect.kernel.reader import Roots
 from dmabuf_inspect.textsafe import escape
+from dmabuf_inspect.units import human_bytes
 
 NAME = "alloc"
 

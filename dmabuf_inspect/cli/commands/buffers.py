@@ -7,27 +7,17 @@ process holds by fd or mapping (the kernel's, or those of processes we may not r
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
 from dmabuf_inspect.cli.commands.list import filter_snapshot
 from dmabuf_inspect.cli.tables import human_bytes, render_csv, render_table
-from dmabuf_inspect.model import Buffer, Snapshot
+from dmabuf_inspect.model import Buffer
 from dmabuf_inspect.scan.notes import no_buffers_text, print_notes
 from dmabuf_inspect.scan.snapshot import collect
+from dmabuf_inspect.scan.views import exporter_totals
 from dmabuf_inspect.textsafe import escape
 
 NAME = "buffers"
 SORT_KEYS = ("size", "inode", "exporter", "holders")
-
-
-@dataclass(frozen=True, slots=True)
-class ExporterTotal:
-    exporter: str
-    exporter_class: str
-    buffers: int
-    bytes: int
-    userspace_bytes: int
-    kernel_only_bytes: int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,17 +35,6 @@ def holders_text(b: Buffer) -> str:
             bits.append(f"m{h.maps}")
         parts.append(f"{h.pid}:{'+'.join(bits)}")
     return " ".join(parts) or "(kernel)"
-
-
-def exporter_totals(snap: Snapshot) -> list[ExporterTotal]:
-    acc: dict[tuple[str, str], list[int]] = {}
-    for b in snap.buffers:
-        row = acc.setdefault((b.exporter, b.exporter_class), [0, 0, 0, 0])
-        row[0] += 1
-        row[1] += b.size_bytes
-        row[2 if b.holders else 3] += b.size_bytes
-    totals = [ExporterTotal(e, c, *v) for (e, c), v in acc.items()]
-    return sorted(totals, key=lambda t: (-t.bytes, t.exporter))
 
 
 def run(args: argparse.Namespace) -> int:

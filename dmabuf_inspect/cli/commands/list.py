@@ -7,12 +7,12 @@ processes holding it (as Android's dmabuf_dump does).
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 
 from dmabuf_inspect.cli.tables import human_bytes, render_csv, render_table
 from dmabuf_inspect.model import Snapshot
 from dmabuf_inspect.scan.notes import no_buffers_text, print_notes
 from dmabuf_inspect.scan.snapshot import collect
+from dmabuf_inspect.scan.views import exporter_mix, mix_text
 from dmabuf_inspect.textsafe import escape
 
 NAME = "list"
@@ -64,15 +64,6 @@ def filter_snapshot(snap: Snapshot, pids: list[int] | None, exporters: list[str]
     return replace(snap, buffers=tuple(buffers), processes=tuple(processes))
 
 
-def exporter_mix(snap: Snapshot) -> dict[int, str]:
-    """pid -> 'udmabuf:3 system:1', most buffers first."""
-    mix: dict[int, Counter[str]] = {}
-    for b in snap.buffers:
-        for h in b.holders:
-            mix.setdefault(h.pid, Counter())[b.exporter] += 1
-    return {pid: " ".join(f"{escape(e)}:{n}" for e, n in c.most_common()) for pid, c in mix.items()}
-
-
 def run(args: argparse.Namespace) -> int:
     snap = filter_snapshot(collect(args.roots), args.pid, args.exporter)
     key = {
@@ -84,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         "user": lambda p: (p.user, p.pid),
     }[args.sort]
     processes = sorted(snap.processes, key=key)
-    mix = exporter_mix(snap)
+    mix = {pid: mix_text(m) for pid, m in exporter_mix(snap).items()}
     headers = ["PID", "USER", "COMM", "BUFS", "RSS", "PSS", "EXPORTERS", "CMDLINE"]
     if args.csv:
         print(
