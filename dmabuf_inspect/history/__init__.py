@@ -1,0 +1,1 @@
+"""Snapshots over time: recording into SQLite, reports of what grew and who made it, diffs, watch."""
