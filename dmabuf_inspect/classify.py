@@ -21,16 +21,17 @@ from dataclasses import dataclass
 
 from dmabuf_inspect import exporters as classes
 from dmabuf_inspect.errors import DmabufInspectError, NotADmabufError
+from dmabuf_inspect.kernel.reader import DENIED, GONE, OUTSIDE, Roots, Tree, gap_kind, read_live_once
 from dmabuf_inspect.textsafe import escape
 
 DMA_BUF_MAGIC = 0x444D4142  # include/uapi/linux/magic.h
-_O_READ = os.O_RDONLY | os.O_CLOEXEC
 _INO = b"\nino:\t"
 _SIZE = b"\nsize:\t"
 _EXP_NAME = b"\nexp_name:\t"
 _NAME = b"\nname:\t"
 _CACHE_MAX = 4096
-_open, _read, _close = os.open, os.read, os.close
+_LIVE_PROC = Tree("/proc", live=True)
+_LIVE_DEV = Tree("/dev", live=True)
 
 _dmabuf_dev: int | None = None  # st_dev of the dma-buf filesystem, once fstatfs() proved its magic
 _memo: dict[int, tuple[bytes, ExporterInfo]] = {}  # fd -> (its fdinfo text, with ino:, and answer)
@@ -64,10 +65,10 @@ def _libc_fstatfs_type(fd: int) -> int:
     return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF  # f_type leads the struct
 
 
-def _describe(fd: int, st: os.stat_result, proc_fd: str) -> str:
+def _describe(fd: int, st: os.stat_result) -> str:
     mode = st.st_mode
     try:
-        target = os.readlink(proc_fd)
+        target = _LIVE_PROC.readlink(f"self/fd/{fd}")
     except OSError:
         target = ""
     if stat.S_ISFIFO(mode):
@@ -99,15 +100,15 @@ def _check_dmabuf_slow(fd: int, st: os.stat_result) -> None:
     if magic == DMA_BUF_MAGIC:
         _dmabuf_dev = st.st_dev
         return
-    raise NotADmabufError(f"fd {fd} is not a dma-buf: it is {_describe(fd, st, f'/proc/self/fd/{fd}')}")
+    raise NotADmabufError(f"fd {fd} is not a dma-buf: it is {_describe(fd, st)}")
 
 
-def _lookup(exp_name: str, dev_root: str = "/dev") -> classes.ExporterClass:
-    """The table entry; a name the table lacks is a heap when /dev/dma_heap/NAME exists."""
+def _lookup(exp_name: str, dev: Tree = _LIVE_DEV) -> classes.ExporterClass:
+    """The table entry; a name the table lacks is a heap when DEV/dma_heap/NAME exists."""
     entry = classes.lookup(exp_name)
     if entry is not classes.UNKNOWN_EXPORTER or "/" in exp_name or exp_name in ("", ".", ".."):
         return entry
-    if os.path.exists(os.path.join(dev_root, "dma_heap", exp_name)):
+    if dev.lexists(f"dma_heap/{exp_name}"):
         return classes.GENERIC_HEAP
     return entry
 
@@ -173,13 +174,9 @@ def classify_fd(fd: int) -> ExporterInfo:
     if path is None:
         path = _fdinfo_path(fd)
     try:
-        info_fd = _open(path, _O_READ)
+        data = read_live_once(path, 4096)
     except FileNotFoundError:
         raise _missing_fdinfo(fd) from None
-    try:
-        data = _read(info_fd, 4096)
-    finally:
-        _close(info_fd)
     # The same text from the same fd was checked before: only dma_buf_show_fdinfo() prints exp_name
     # and count lines, and with ino:, size, exp_name and name the text fixes the whole answer.
     seen = _memo.get(fd)
@@ -211,48 +208,57 @@ def is_udmabuf(fd: int) -> bool:
         return False
 
 
+def _refusal(where: str, exc: OSError, denied: str, gone: str) -> DmabufInspectError:
+    """The one line for a read that failed (reader.gap_kind): the same words a scan records."""
+    kind = gap_kind(exc)
+    if kind == OUTSIDE:
+        return DmabufInspectError(f"{where}: {escape(str(exc))}")
+    if kind == DENIED:
+        return DmabufInspectError(f"{where}: {denied}")
+    if kind == GONE:
+        return DmabufInspectError(f"{where}: {gone}")
+    return DmabufInspectError(f"{where}: {os.strerror(exc.errno or 0) or exc}")
+
+
 def classify(pid: int, fd: int, proc_root: str = "/proc", dev_root: str = "/dev") -> ExporterInfo:
-    """Classify fd `fd` of process `pid` from `proc_root`/PID/fd and fdinfo (needs ptrace access)."""
+    """Classify fd `fd` of process `pid` from `proc_root`/PID/fd and fdinfo (needs ptrace access).
+
+    A captured tree (`proc_root` not the real /proc) is read through the same reader as a scan:
+    a link that leads outside it is refused (DmabufInspectError), never followed.
+    """
     where = f"pid {pid} fd {fd}"
-    base = os.path.join(proc_root, str(pid))
-    link_path = os.path.join(base, "fd", str(fd))
+    roots = Roots(proc_root=proc_root, dev_root=dev_root)
+    proc = roots.proc
+    link = f"{pid}/fd/{fd}"
     try:
-        target = os.readlink(link_path)
-    except FileNotFoundError:
-        gone = not os.path.exists(base)
-        raise DmabufInspectError(f"{where}: {'no such process' if gone else 'no such fd'}") from None
-    except PermissionError:
-        raise DmabufInspectError(f"{where}: permission denied (another user's fds need root)") from None
+        target = proc.readlink(link)
     except OSError as exc:
-        raise DmabufInspectError(f"{where}: {os.strerror(exc.errno or 0)}") from None
+        gone = "no such fd" if proc.lexists(str(pid)) else "no such process"
+        raise _refusal(where, exc, "permission denied (another user's fds need root)", gone) from None
     # the link reads /dmabuf:NAME since 5.3, anon_inode:dmabuf before
     if not (target.startswith("/dmabuf:") or target == "anon_inode:dmabuf"):
         raise NotADmabufError(f"{where} is not a dma-buf: it is {escape(target)}")
-    live = os.path.realpath(proc_root) == "/proc"
-    if live and _dmabuf_dev is not None:  # a file really named /dmabuf:x is not on that filesystem
+    if roots.live and _dmabuf_dev is not None:  # a file really named /dmabuf:x is not on that filesystem
         try:
-            if os.stat(link_path).st_dev != _dmabuf_dev:
+            if proc.stat(link).st_dev != _dmabuf_dev:
                 raise NotADmabufError(f"{where} is not a dma-buf: it is a file named {escape(target)}")
         except OSError:
             pass
     from dmabuf_inspect.kernel.fdinfo import FdinfoParseError, parse_fdinfo
 
     try:
-        with open(os.path.join(base, "fdinfo", str(fd)), "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise DmabufInspectError(f"{where}: the fd was closed") from None
-    except PermissionError:
-        raise DmabufInspectError(f"{where}: permission denied reading its fdinfo") from None
+        data = proc.read(f"{pid}/fdinfo/{fd}", 8192)
+    except OSError as exc:
+        raise _refusal(where, exc, "permission denied reading its fdinfo", "the fd was closed") from None
     try:
         fdinfo = parse_fdinfo(data)
     except FdinfoParseError as exc:
         raise DmabufInspectError(f"{where}: {exc}") from None
     inode = fdinfo.inode
-    if inode is None:  # fdinfo has ino: only since 5.14; the live link's target has it
+    if inode is None and roots.live:  # fdinfo has ino: only since 5.14; the live link's target has it
         try:
-            inode = os.stat(link_path).st_ino if live else None
+            inode = proc.stat(link).st_ino
         except OSError:
             inode = None
-    cls = _lookup(fdinfo.exp_name, dev_root)
+    cls = _lookup(fdinfo.exp_name, roots.dev)
     return ExporterInfo(fdinfo.exp_name, cls.exporter_class, inode, fdinfo.size_bytes, fdinfo.name)

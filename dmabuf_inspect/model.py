@@ -171,7 +171,19 @@ class Buffer(NamedTuple):
     holders: tuple[Holder, ...]
     attachments: tuple[str, ...]
     fences: tuple[Fence, ...]
-    kernel_refs: int | None  # count - fds - mappings seen; None when count is unknown
+    kernel_refs: int | None  # count - fds - mappings seen; None when unknown (see holders_known)
+    # False when a holder of this buffer may have gone unseen: mappings were not read (--no-maps),
+    # or dma-buf fds on this kernel could not be tied to their buffer (before 5.3, or a capture
+    # before 5.14; see Process.unjoined_fds). `holders` then lists only the holders seen.
+    holders_known: bool = True
+
+    @property
+    def kernel_only(self) -> bool | None:
+        """True: no process holds it, only the kernel; False: a process holds it; None: unknown
+        (no holder seen, but one may have gone unseen). Show None as unknown, never as kernel."""
+        if self.holders:
+            return False
+        return True if self.holders_known else None
 
     @property
     def fd_refs(self) -> int:
@@ -195,21 +207,40 @@ class Process:
     buffers: int
     rss_bytes: int  # sum of every buffer held by fd or by mapping
     pss_bytes: int  # each buffer's size divided by the number of processes holding it
+    # /proc/PID/stat field 22 (starttime, clock ticks after boot): (pid, start_ticks) tells a
+    # reused pid from the same process. None where stat could not be read.
+    start_ticks: int | None = None
+    # dma-buf fds of this process that could not be tied to a buffer (before 5.3 nothing tells
+    # which buffer an fd holds; a capture before 5.14 may not tell either). `buffers`, `rss_bytes`
+    # and `pss_bytes` count only the buffers it was seen holding: a lower bound when this is set.
+    unjoined_fds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Totals:
     buffers: int
     bytes: int
-    userspace_bytes: int
-    kernel_only_bytes: int | None  # None unless debugfs bufinfo was read
+    userspace_bytes: int  # buffers some process was seen holding (a lower bound when kernel_only_bytes is None)
+    # The buffers no process holds. None unless debugfs bufinfo was read (it lists the buffers
+    # no process holds), and None when a holder may have gone unseen (Buffer.holders_known).
+    kernel_only_bytes: int | None
+
+
+DENIED = "denied"  # no permission to read it
+OUTSIDE = "outside"  # a captured tree's link that leads outside the capture: refused, not read
+BROKEN = "broken"  # an I/O error, or text that is not what the kernel prints
+UNJOINED = "unjoined"  # dma-buf fds that could not be tied to a buffer (Process.unjoined_fds)
+SCAN_ERROR_KINDS = (DENIED, OUTSIDE, BROKEN, UNJOINED)
 
 
 @dataclass(frozen=True, slots=True)
 class ScanError:
+    """A gap in a scan: what could not be read (pid None: not a process's), and why."""
+
     pid: int | None
-    source: str
-    error: str
+    source: str  # fd | fdinfo | maps | bufinfo | sysfs | kernel | ...
+    error: str  # one line, for people
+    kind: str = BROKEN  # one of SCAN_ERROR_KINDS, for programs
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +255,3 @@ class Snapshot:
     heaps: tuple[Heap, ...] = ()
     udmabuf: Udmabuf | None = None
     denied_pids: tuple[int, ...] = field(default=())
-
-    @property
-    def partial(self) -> bool:
-        """True when some process or source could not be read."""
-        return bool(self.denied_pids) or any(v != "ok" for k, v in self.sources.items() if k == "bufinfo")

@@ -35,11 +35,10 @@ onto it, but a name may still imitate a fence line; /proc/PID/fdinfo prints name
 
 from __future__ import annotations
 
-import os
 import re
 from itertools import repeat
 
-from dmabuf_inspect.kernel import reader as roots
+from dmabuf_inspect.kernel.reader import Tree
 from dmabuf_inspect.model import BufInfo, BufInfoEntry, BufInfoTable, Fence
 from dmabuf_inspect.textsafe import as_bytes as _as_bytes
 
@@ -416,15 +415,14 @@ def _parse_lines(raw: bytes) -> BufInfo:
     return BufInfo(entries=tuple(entries), total_objects=total_objects, total_bytes=total_bytes)
 
 
-def read_bufinfo(debugfs_root: str, *, live: bool) -> BufInfo:
-    """Read and parse `<debugfs_root>/dma_buf/bufinfo`; OSError (missing, denied) propagates."""
-    return parse_bufinfo(_read(debugfs_root, live))
+BUFINFO = "dma_buf/bufinfo"
 
 
-def read_bufinfo_table(debugfs_root: str, *, live: bool) -> BufInfoTable:
+def read_bufinfo(debugfs: Tree) -> BufInfo:
+    """Read and parse `dma_buf/bufinfo` under the debugfs tree (OSError, BufinfoParseError)."""
+    return parse_bufinfo(debugfs.read(BUFINFO))
+
+
+def read_bufinfo_table(debugfs: Tree) -> BufInfoTable:
     """read_bufinfo(), column by column."""
-    return parse_bufinfo_table(_read(debugfs_root, live))
-
-
-def _read(debugfs_root: str, live: bool) -> bytes:
-    return roots.read_bytes(debugfs_root, os.path.join(debugfs_root, "dma_buf", "bufinfo"), live=live)
+    return parse_bufinfo_table(debugfs.read(BUFINFO))

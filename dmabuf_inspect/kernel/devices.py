@@ -17,12 +17,13 @@ import stat
 import threading
 from typing import Any
 
-from dmabuf_inspect.kernel.reader import listdir, read_text
+from dmabuf_inspect.kernel.reader import Roots, Tree
 from dmabuf_inspect.model import Heap, Udmabuf
 
 HEAP_DIR = "dma_heap"
 UDMABUF_DEVICE = "udmabuf"
-UDMABUF_PARAMETERS = ("module", "udmabuf", "parameters")
+UDMABUF_PARAMETERS = "module/udmabuf/parameters"
+UDMABUF_PARAMETER_NAMES = ("size_limit_mb", "list_limit")
 
 
 def parse_dev_numbers(text: str) -> tuple[int, int] | None:
@@ -68,42 +69,38 @@ def _heaps_from_udev(dev_root: str) -> tuple[Heap, ...]:
     return tuple(sorted(heaps, key=lambda h: h.name))
 
 
-def _heap_numbers(dev_path: str, sys_root: str | None, name: str, *, live: bool) -> tuple[int, int] | None:
-    if live:
+def _heap_numbers(roots: Roots, name: str) -> tuple[int, int] | None:
+    if roots.live:
         try:
-            st = os.stat(dev_path)
+            st = roots.dev.stat(f"{HEAP_DIR}/{name}")
         except OSError:
             st = None
         if st is not None and stat.S_ISCHR(st.st_mode):
             return os.major(st.st_rdev), os.minor(st.st_rdev)
-    if sys_root is None:
-        return None
     try:
-        text = read_text(sys_root, os.path.join(sys_root, "class", HEAP_DIR, name, "dev"), live=live)
+        text = roots.sys.read_text(f"class/{HEAP_DIR}/{name}/dev", limit=64)
     except OSError:
         return None
     return parse_dev_numbers(text)
 
 
-def read_heaps(dev_root: str, *, live: bool, sys_root: str | None = None) -> tuple[Heap, ...]:
+def read_heaps(roots: Roots) -> tuple[Heap, ...]:
     """The dma-buf heaps, sorted by name; () when there are none (or no /dev/dma_heap)."""
-    if live and os.path.realpath(dev_root) == "/dev":
-        heaps = _heaps_from_udev(dev_root)
+    if roots.live and roots.dev.real_root == "/dev":
+        heaps = _heaps_from_udev(roots.dev_root)
         if heaps:
             return heaps
-    heap_dir = os.path.join(dev_root, HEAP_DIR)
     try:
-        names = sorted(listdir(dev_root, heap_dir, live=live))
+        names = sorted(roots.dev.listdir(HEAP_DIR))
     except OSError:
         return ()
     out = []
     for name in names:
-        dev_path = os.path.join(heap_dir, name)
-        numbers = _heap_numbers(dev_path, sys_root, name, live=live)
+        numbers = _heap_numbers(roots, name)
         out.append(
             Heap(
                 name=name,
-                dev_path=dev_path,
+                dev_path=roots.dev.path(f"{HEAP_DIR}/{name}"),
                 major=numbers[0] if numbers else None,
                 minor=numbers[1] if numbers else None,
             )
@@ -111,20 +108,24 @@ def read_heaps(dev_root: str, *, live: bool, sys_root: str | None = None) -> tup
     return tuple(out)
 
 
-def _read_int(sys_root: str, name: str, *, live: bool) -> int | None:
-    path = os.path.join(sys_root, *UDMABUF_PARAMETERS, name)
+def read_udmabuf_param(sys: Tree, name: str) -> int | None:
+    """A udmabuf module parameter (`size_limit_mb`, `list_limit`) under the /sys tree `sys`; None
+    where absent, unreadable or not a number. The one reader of these files."""
     try:
-        return int(read_text(sys_root, path, live=live).strip())
-    except (OSError, ValueError):
+        text = sys.read_text(f"{UDMABUF_PARAMETERS}/{name}", limit=64).strip()
+    except OSError:
         return None
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 19):
+        return None  # int() would take "+5", "1_000" and non-ASCII digits
+    return int(text)
 
 
-def read_udmabuf(dev_root: str, sys_root: str, *, live: bool) -> Udmabuf:
+def read_udmabuf(roots: Roots) -> Udmabuf:
     """Whether DEV_ROOT/udmabuf exists, and the module's size_limit_mb and list_limit."""
-    dev_path = os.path.join(dev_root, UDMABUF_DEVICE)
     return Udmabuf(
-        present=os.path.lexists(dev_path),
-        dev_path=dev_path,
-        size_limit_mb=_read_int(sys_root, "size_limit_mb", live=live),
-        list_limit=_read_int(sys_root, "list_limit", live=live),
+        present=roots.dev.lexists(UDMABUF_DEVICE),
+        dev_path=roots.dev.path(UDMABUF_DEVICE),
+        size_limit_mb=read_udmabuf_param(roots.sys, "size_limit_mb"),
+        list_limit=read_udmabuf_param(roots.sys, "list_limit"),
     )

@@ -3,6 +3,10 @@
     fds_by_inode(dirfd, dev) -> {inode: (fd, ...)}   # the entries whose target is on `dev` (the
                                                      # dma-buf filesystem's), by the target's inode;
                                                      # fds ascending, inodes in first-fd order
+    dmabuf_dev(dirfd) -> (dev | None, legacy fds)    # readlink until the first `/dmabuf:` link
+
+The directory fd comes from the reader (kernel/reader.py, Tree.open_dir); everything here is
+relative to it.
 
 Two walks give the same answer: `_fdwalk.c`, built when the install found a C compiler, and
 os.stat(). The C walk runs without the GIL and makes no Python object for the fds it drops;
@@ -59,6 +63,27 @@ def fds_by_inode_py(dirfd: int, dev: int) -> dict[int, tuple[int, ...]]:
                     shared[inode].append(fd)
             fds.update((inode, tuple(f)) for inode, f in shared.items())
     return fds
+
+
+DMABUF_PREFIX = "/dmabuf:"
+DMABUF_ANON = "anon_inode:dmabuf"  # before 5.3 (commit bb2bb9030425, "dma-buf: add DMA_BUF_SET_NAME")
+
+
+def dmabuf_dev(dirfd: int) -> tuple[int | None, list[int]]:
+    """The st_dev of the dma-buf filesystem, from the first `/dmabuf:` link of the open fd
+    directory `dirfd` (None if it has none), and the `anon_inode:dmabuf` fds (before 5.3) read
+    on the way. Entries closed meanwhile are skipped; OSError if the directory can't be listed."""
+    legacy: list[int] = []
+    for name in os.listdir(dirfd):
+        try:
+            target = os.readlink(name, dir_fd=dirfd)
+            if target.startswith(DMABUF_PREFIX):
+                return os.stat(name, dir_fd=dirfd).st_dev, legacy
+        except OSError:
+            continue  # closed meanwhile
+        if target == DMABUF_ANON and name.isdigit():
+            legacy.append(int(name))
+    return None, legacy
 
 
 fds_by_inode_c: FdWalk | None

@@ -1,9 +1,7 @@
-"""sysfs: legacy per-buffer statistics and the udmabuf module's limits.
+"""sysfs: legacy per-buffer statistics (the udmabuf module's limits: kernel/devices.py).
 
     /sys/kernel/dmabuf/buffers/INO/exporter_name   "system\\n"
     /sys/kernel/dmabuf/buffers/INO/size            "4096\\n"
-    /sys/module/udmabuf/parameters/size_limit_mb   "64\\n"
-    /sys/module/udmabuf/parameters/list_limit      "1024\\n"
 
 The buffers directory (CONFIG_DMABUF_SYSFS_STATS) came in 5.13, was backported to Android's
 5.10, deprecated soon after; a 2025 RFC removes it after the 6.18 LTS. A buffer's directory goes
@@ -13,16 +11,14 @@ when the buffer is freed, and a read that races with the free returns EIO.
 from __future__ import annotations
 
 import errno
-import os
-import re
 
-from dmabuf_inspect.kernel import reader as roots
+from dmabuf_inspect.kernel.reader import GONE, Tree, gap_kind
 from dmabuf_inspect.model import SysfsBuffer
 
-BUFFERS_DIR = ("kernel", "dmabuf", "buffers")
-UDMABUF_PARAMETERS_DIR = ("module", "udmabuf", "parameters")
-_VANISHED = (errno.ENOENT, errno.ENOTDIR, errno.EIO)
-_INT = re.compile(r"-?[0-9]{1,19}")
+BUFFERS_DIR = "kernel/dmabuf/buffers"
+# A buffer's directory goes when it is freed: its files then read ENOENT/ENOTDIR, or EIO when
+# the read races with the free.
+_VANISHED = frozenset({errno.ENOENT, errno.ESRCH, errno.ENOTDIR, errno.EIO})
 
 
 class SysfsParseError(ValueError):
@@ -44,22 +40,22 @@ def parse_sysfs_buffer(inode: int, exporter_name_text: bytes | str, size_text: b
     return SysfsBuffer(inode=inode, exporter_name=exporter, size_bytes=int(size))
 
 
-def read_sysfs_buffers(sys_root: str, *, live: bool) -> list[SysfsBuffer]:
-    """Every `<sys_root>/kernel/dmabuf/buffers/INO`, by inode.
+def read_sysfs_buffers(sys: Tree) -> list[SysfsBuffer]:
+    """Every `kernel/dmabuf/buffers/INO` under the /sys tree `sys`, by inode.
 
-    A missing buffers directory raises FileNotFoundError (the kernel has no such stats).
+    A missing buffers directory raises FileNotFoundError (the kernel has no such stats); any
+    other error reading it or a buffer's files is raised as it came (reader.gap_kind tells).
     Buffers freed during the walk, and directories that are not a buffer's, are skipped.
     """
-    top = os.path.join(sys_root, *BUFFERS_DIR)
     buffers: list[SysfsBuffer] = []
-    for entry in roots.listdir(sys_root, top, live=live):
+    for entry in sys.listdir(BUFFERS_DIR):
         if not (entry.isascii() and entry.isdigit()) or len(entry) > 20:
             continue
         try:
-            exporter = roots.read_bytes(sys_root, os.path.join(top, entry, "exporter_name"), live=live)
-            size = roots.read_bytes(sys_root, os.path.join(top, entry, "size"), live=live)
+            exporter = sys.read(f"{BUFFERS_DIR}/{entry}/exporter_name")
+            size = sys.read(f"{BUFFERS_DIR}/{entry}/size")
         except OSError as exc:
-            if exc.errno in _VANISHED:
+            if gap_kind(exc, gone=_VANISHED) == GONE:
                 continue
             raise
         try:
@@ -68,20 +64,3 @@ def read_sysfs_buffers(sys_root: str, *, live: bool) -> list[SysfsBuffer]:
             continue
     buffers.sort(key=lambda b: b.inode)
     return buffers
-
-
-def _read_int(sys_root: str, path: str, *, live: bool) -> int | None:
-    try:
-        text = roots.read_text(sys_root, path, live=live).strip()
-    except OSError:
-        return None
-    return int(text) if _INT.fullmatch(text) else None
-
-
-def read_udmabuf_params(sys_root: str, *, live: bool) -> tuple[int | None, int | None]:
-    """(size_limit_mb, list_limit) of the udmabuf module; None where absent or unreadable."""
-    params = os.path.join(sys_root, *UDMABUF_PARAMETERS_DIR)
-    return (
-        _read_int(sys_root, os.path.join(params, "size_limit_mb"), live=live),
-        _read_int(sys_root, os.path.join(params, "list_limit"), live=live),
-    )

@@ -29,16 +29,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dmabuf_inspect.errors import UsageError, describe_oserror
-from dmabuf_inspect.kernel.reader import Roots, listdir, read_bytes
+from dmabuf_inspect.kernel.devices import HEAP_DIR, UDMABUF_DEVICE, UDMABUF_PARAMETER_NAMES, read_udmabuf_param
+from dmabuf_inspect.kernel.reader import DENIED, GONE, OUTSIDE, Roots, gap_kind
 
 DMABUF_LINK_PREFIX = b"/dmabuf:"
 DMABUF_LINK_LEGACY = b"anon_inode:dmabuf"  # before 5.3
 PROC_FILES = ("comm", "cmdline", "status", "stat")
-UDMABUF_PARAMETERS = ("size_limit_mb", "list_limit")
 # start-end perms offset dev inode, then the path: a dma-buf's is `/dmabuf:NAME`
 # (`anon_inode:dmabuf` before 5.3).
 _MAPS_DMABUF = re.compile(rb"^\S+ \S+ \S+ \S+ \d+ +(?:/dmabuf:|anon_inode:dmabuf$)")
-_GONE = (errno.ENOENT, errno.ESRCH)
 
 
 @dataclass(slots=True)
@@ -52,6 +51,7 @@ class CaptureReport:
     mappings: int = 0
     vanished: int = 0
     denied_pids: list[int] = field(default_factory=list)
+    outside_pids: list[int] = field(default_factory=list)  # a source capture's links lead outside it
     sources: dict[str, str] = field(default_factory=dict)  # NAME -> "ok" | "unavailable: why"
 
 
@@ -100,60 +100,59 @@ def _prepare(directory: str) -> None:
         raise UsageError(describe_oserror(f"Creating capture directory {directory}", exc)) from None
 
 
-def _kernel_release(roots: Roots, live: bool) -> str:
-    if live and os.path.realpath(roots.proc_root) == "/proc":
+def _kernel_release(roots: Roots) -> str:
+    if roots.live:
         return os.uname().release
-    path = os.path.join(roots.proc_root, "sys", "kernel", "osrelease")
     try:
-        return read_bytes(roots.proc_root, path, live=live, limit=256).decode("utf-8", "replace").strip()
+        return roots.proc.read("sys/kernel/osrelease", 256).decode("utf-8", "replace").strip()
     except OSError:
         return "unknown"
 
 
-def _read_process(roots: Roots, live: bool, pid: int) -> _Process | None:
+def _read_process(roots: Roots, pid: int) -> _Process | None:
     """A process's dma-buf fds and mappings and who it is; None when it holds none.
 
-    Raises PermissionError when it may not be read, FileNotFoundError/ProcessLookupError when
-    it is gone.
+    Raises OSError when it can't be read (reader.gap_kind says why); an fd closed meanwhile is
+    skipped.
     """
-    base = os.path.join(roots.proc_root, str(pid))
-    fd_dir = os.path.join(base, "fd")
+    proc = roots.proc
     links = []
-    for name in sorted(listdir(roots.proc_root, fd_dir, live=live), key=lambda n: (len(n), n)):
+    for name in sorted(proc.listdir(f"{pid}/fd"), key=lambda n: (len(n), n)):
         if not name.isdigit():
             continue
         try:
-            target = os.readlink(os.fsencode(os.path.join(fd_dir, name)))
+            target = os.fsencode(proc.readlink(f"{pid}/fd/{name}"))
             if not is_dmabuf_link(target):
                 continue
-            info = read_bytes(roots.proc_root, os.path.join(base, "fdinfo", name), live=live, limit=8192)
+            info = proc.read(f"{pid}/fdinfo/{name}", 8192)
         except OSError as exc:
-            if exc.errno in _GONE:
+            if gap_kind(exc) == GONE:
                 continue  # closed meanwhile
             raise
         links.append((int(name), target, info))
-    maps = b"".join(dmabuf_maps_lines(read_bytes(roots.proc_root, os.path.join(base, "maps"), live=live)))
+    maps = b"".join(dmabuf_maps_lines(proc.read(f"{pid}/maps")))
     if not links and not maps:
         return None
-    files = {
-        name: read_bytes(roots.proc_root, os.path.join(base, name), live=live, limit=1 << 16) for name in PROC_FILES
-    }
+    files = {name: proc.read(f"{pid}/{name}", 1 << 16) for name in PROC_FILES}
     return _Process(pid, tuple(links), maps, files)
 
 
-def _capture_processes(roots: Roots, live: bool, out: _Writer, report: CaptureReport) -> None:
-    pids = sorted(int(n) for n in listdir(roots.proc_root, roots.proc_root, live=live) if n.isdigit())
+def _capture_processes(roots: Roots, out: _Writer, report: CaptureReport) -> None:
+    pids = sorted(int(n) for n in roots.proc.listdir() if n.isdigit())
     for pid in pids:
         try:
-            proc = _read_process(roots, live, pid)
-        except PermissionError:
-            report.denied_pids.append(pid)
-            continue
+            proc = _read_process(roots, pid)
         except OSError as exc:
-            if exc.errno in _GONE:
+            kind = gap_kind(exc)
+            if kind == GONE:
                 report.vanished += 1
-                continue
-            raise
+            elif kind == DENIED:
+                report.denied_pids.append(pid)
+            elif kind == OUTSIDE:
+                report.outside_pids.append(pid)
+            else:
+                raise
+            continue
         if proc is None:
             continue
         d = str(pid)
@@ -192,70 +191,61 @@ def capture(directory: str, roots: Roots | None = None) -> CaptureReport:
     `directory` must be empty or not exist yet.
     """
     roots = roots or Roots()
-    live = roots.live
     _prepare(directory)
     out = _Writer(directory)
-    kernel = _kernel_release(roots, live)
+    kernel = _kernel_release(roots)
     report = CaptureReport(directory=directory, kernel=kernel)
     out.file(kernel.encode() + b"\n", "uname")
     out.file(kernel.encode() + b"\n", "proc", "sys", "kernel", "osrelease")
 
     try:
-        _capture_processes(roots, live, out, report)
+        _capture_processes(roots, out, report)
         report.sources["proc"] = "ok"
     except OSError as exc:
         report.sources["proc"] = _unavailable(exc, f"listing {roots.proc_root}")
 
-    bufinfo = os.path.join(roots.debugfs_root, "dma_buf", "bufinfo")
+    bufinfo = "dma_buf/bufinfo"
 
     def copy_bufinfo() -> None:
-        data = read_bytes(roots.debugfs_root, bufinfo, live=live)
-        out.file(data, "sys", "kernel", "debug", "dma_buf", "bufinfo")
+        out.file(roots.debugfs.read(bufinfo), "sys", "kernel", "debug", "dma_buf", "bufinfo")
 
-    _copy_optional(report, "bufinfo", copy_bufinfo, bufinfo)
+    _copy_optional(report, "bufinfo", copy_bufinfo, roots.debugfs.path(bufinfo))
 
-    buffers_dir = os.path.join(roots.sys_root, "kernel", "dmabuf", "buffers")
+    buffers_dir = "kernel/dmabuf/buffers"
 
     def copy_sysfs() -> None:
-        for ino in sorted(listdir(roots.sys_root, buffers_dir, live=live)):
+        for ino in sorted(roots.sys.listdir(buffers_dir)):
             for name in ("exporter_name", "size"):
                 try:
-                    data = read_bytes(roots.sys_root, os.path.join(buffers_dir, ino, name), live=live)
+                    data = roots.sys.read(f"{buffers_dir}/{ino}/{name}")
                 except FileNotFoundError:
                     continue  # freed meanwhile
                 out.file(data, "sys", "kernel", "dmabuf", "buffers", ino, name)
 
-    _copy_optional(report, "sysfs", copy_sysfs, buffers_dir, missing_ok=True)
-
-    heap_dir = os.path.join(roots.dev_root, "dma_heap")
+    _copy_optional(report, "sysfs", copy_sysfs, roots.sys.path(buffers_dir), missing_ok=True)
 
     def copy_heaps() -> None:
-        names = sorted(listdir(roots.dev_root, heap_dir, live=live))
+        names = sorted(roots.dev.listdir(HEAP_DIR))
         if not names:
-            raise FileNotFoundError(errno.ENOENT, "no heaps", heap_dir)
+            raise FileNotFoundError(errno.ENOENT, "no heaps", roots.dev.path(HEAP_DIR))
         for name in names:
             out.file(b"", "dev", "dma_heap", name)
-            dev = os.path.join(roots.sys_root, "class", "dma_heap", name, "dev")
             with contextlib.suppress(OSError):  # only the device numbers; the heap itself is known
-                out.file(read_bytes(roots.sys_root, dev, live=live, limit=64), "sys", "class", "dma_heap", name, "dev")
+                data = roots.sys.read(f"class/{HEAP_DIR}/{name}/dev", 64)
+                out.file(data, "sys", "class", "dma_heap", name, "dev")
 
-    _copy_optional(report, "heaps", copy_heaps, heap_dir, missing_ok=True)
-
-    udmabuf_dev = os.path.join(roots.dev_root, "udmabuf")
-    params = os.path.join(roots.sys_root, "module", "udmabuf", "parameters")
+    _copy_optional(report, "heaps", copy_heaps, roots.dev.path(HEAP_DIR), missing_ok=True)
 
     def copy_udmabuf() -> None:
-        if not os.path.lexists(udmabuf_dev):
-            raise FileNotFoundError(errno.ENOENT, "no udmabuf", udmabuf_dev)
+        if not roots.dev.lexists(UDMABUF_DEVICE):
+            raise FileNotFoundError(errno.ENOENT, "no udmabuf", roots.dev.path(UDMABUF_DEVICE))
         out.file(b"", "dev", "udmabuf")
-        for name in UDMABUF_PARAMETERS:
-            try:
-                data = read_bytes(roots.sys_root, os.path.join(params, name), live=live, limit=64)
-            except OSError:
-                continue
-            out.file(data, "sys", "module", "udmabuf", "parameters", name)
+        for name in UDMABUF_PARAMETER_NAMES:
+            value = read_udmabuf_param(roots.sys, name)
+            if value is not None:
+                out.file(f"{value}\n".encode(), "sys", "module", "udmabuf", "parameters", name)
 
-    _copy_optional(report, "udmabuf", copy_udmabuf, udmabuf_dev, missing_ok=True)
+    _copy_optional(report, "udmabuf", copy_udmabuf, roots.dev.path(UDMABUF_DEVICE), missing_ok=True)
 
     out.file(_note(roots, report).encode(), "capture.txt")
     return report
@@ -271,5 +261,7 @@ def _note(roots: Roots, report: CaptureReport) -> str:
     ]
     if report.denied_pids:
         lines.append(f"not readable: pids {' '.join(map(str, report.denied_pids))}")
+    if report.outside_pids:
+        lines.append(f"links lead outside the source capture: pids {' '.join(map(str, report.outside_pids))}")
     lines.extend(f"{name}: {state}" for name, state in sorted(report.sources.items()))
     return "\n".join(lines) + "\n"

@@ -1,34 +1,44 @@
 """One full scan: every dma-buf, who holds it by fd or mapping, and what debugfs adds.
 
-Policy for races and permissions (as psutil does it): a process or fd that vanishes
-mid-scan is skipped silently; a process whose fd table or maps we may not read is
-counted in `denied_pids` and gets one `ScanError`; a source that cannot be read at all
-is marked `"unavailable: why"` in `sources`.
+Policy for races and permissions (as psutil does it), one function deciding (reader.gap_kind):
+a process or fd that vanishes mid-scan is skipped silently; a process whose fd table or maps we
+may not read is counted in `denied_pids` and gets one `ScanError` (kind "denied"); a captured
+tree's link that leads outside it is refused, and gets one `ScanError` (kind "outside") per link;
+any other error gets one per process and source (kind "broken"); a source that cannot be read at
+all is marked `"unavailable: why"` in `sources`.
+
+What a scan cannot tell, it says: dma-buf fds it cannot tie to a buffer (before 5.3 every one;
+in a capture of a kernel before 5.14 those whose fdinfo matches no listed buffer uniquely) are
+`Process.unjoined_fds` with a ScanError of kind "unjoined", and every buffer they might hold has
+`holders_known` False. Without maps (`include_maps=False`), a buffer's mappings are unknown: its
+`kernel_refs` is None unless its fds account for its whole count, and so is `holders_known`.
+`Totals.kernel_only_bytes` is None whenever a buffer that no process was seen holding may still
+be held by one.
 """
 
 from __future__ import annotations
 
-import errno
 import gc
 import os
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
-from operator import floordiv, is_, itemgetter, sub
+from operator import floordiv, is_, itemgetter, not_, sub
 from typing import TypeVar, cast
 
 from dmabuf_inspect.exporters import exporter_class
 from dmabuf_inspect.kernel import bufinfo as bufinfo_mod
 from dmabuf_inspect.kernel import devices, fdwalk
+from dmabuf_inspect.kernel import sysfs as sysfs_mod
 from dmabuf_inspect.kernel.fdinfo import FdinfoParseError, parse_fdinfo
 from dmabuf_inspect.kernel.maps import dmabuf_lines, parse_lines
 from dmabuf_inspect.kernel.procinfo import identify
-from dmabuf_inspect.kernel.reader import OutsideRootError, Roots, listdir, read_bytes
-from dmabuf_inspect.kernel.sysfs import read_sysfs_buffers
+from dmabuf_inspect.kernel.reader import BROKEN, DENIED, GONE, OUTSIDE, OutsideRootError, Roots, gap_kind, gap_text
 from dmabuf_inspect.model import (
+    UNJOINED,
     Buffer,
     BufInfoTable,
     FdInfo,
@@ -44,8 +54,8 @@ from dmabuf_inspect.model import (
     Udmabuf,
 )
 
-_DMABUF_PREFIX = "/dmabuf:"
-_DMABUF_ANON = "anon_inode:dmabuf"  # before 5.3 (commit bb2bb9030425, "dma-buf: add DMA_BUF_SET_NAME")
+_DMABUF_PREFIX = fdwalk.DMABUF_PREFIX
+_DMABUF_ANON = fdwalk.DMABUF_ANON
 
 
 _LEGACY_INODE_BASE = -(1 << 33)
@@ -110,80 +120,83 @@ class _Scan:
     procs: dict[int, _ProcScan] = field(default_factory=dict)
     errors: list[ScanError] = field(default_factory=list)
     denied: set[int] = field(default_factory=set)
+    reported: set[tuple[str, object]] = field(default_factory=set)  # (kind, what) recorded once
     dmabuf_dev: int | None = None
     legacy_fds: dict[int, list[int]] = field(default_factory=dict)  # pid -> anon_inode:dmabuf fds
+    unjoined: dict[int, list[int]] = field(default_factory=dict)  # pid -> captured fds joined to nothing
+    unjoined_keys: set[tuple[int, str]] = field(default_factory=set)  # their (size, exporter)
+    listed: bool = False  # bufinfo or sysfs lists the buffers, so an fd must join one of them
     by_identity: dict[tuple[int, str, str | None, int], int] = field(default_factory=dict)
     by_size_exporter: dict[tuple[int, str], int] = field(default_factory=dict)
     known_inodes: set[int] = field(default_factory=set)  # fdinfo read, or bufinfo entry trusted
     map_lines: list[tuple[int, list[bytes]]] = field(default_factory=list)  # pid -> its `/dmabuf:` lines
     maps_readable: bool = False
 
-    def deny(self, pid: int, source: str, exc: OSError) -> None:
-        if pid not in self.denied:
+    def gap(self, pid: int | None, source: str, exc: OSError) -> None:
+        """Record what a failed read means (reader.gap_kind): gone is silent; a denied process,
+        an outside link, and a broken (process, source) get one ScanError each."""
+        kind = gap_kind(exc)
+        if kind == GONE:
+            return
+        key = (kind, pid if kind == DENIED else cast(OutsideRootError, exc).link if kind == OUTSIDE else (pid, source))
+        if key in self.reported:
+            return
+        self.reported.add(key)
+        if kind == DENIED and pid is not None:
             self.denied.add(pid)
-            self.errors.append(ScanError(pid, source, os.strerror(exc.errno or errno.EACCES)))
+        self.errors.append(ScanError(pid, source, gap_text(exc), kind))
+
+    def source_gap(self, source: str, exc: OSError, what: str) -> str:
+        """The `sources` value for a source that could not be read; an outside link is recorded too."""
+        kind = gap_kind(exc)
+        if kind == OUTSIDE:
+            self.gap(None, source, exc)
+            return f"unavailable: {exc} (refused: a captured tree may not lead outside itself)"
+        if kind == DENIED:
+            return f"unavailable: permission denied reading {what} (run as root)"
+        if kind == GONE:
+            return f"unavailable: {what} does not exist"
+        return f"unavailable: {what}: {gap_text(exc)}"
 
     # -- fds -------------------------------------------------------------------------------
 
     def scan_fds(self, pid: int, scan: _ProcScan) -> None:
-        fd_dir = f"{self.roots.proc_root}/{pid}/fd"
         if self.live:
-            scan.fds = self._live_fds(pid, fd_dir)
+            scan.fds = self._live_fds(pid)
             return
         try:
-            names = listdir(self.roots.proc_root, fd_dir, live=False)
-        except FileNotFoundError:
-            return
-        except PermissionError as exc:
-            self.deny(pid, "fd", exc)
-            return
-        except OSError:
+            names = self.roots.proc.listdir(f"{pid}/fd")
+        except OSError as exc:
+            self.gap(pid, "fd", exc)
             return
         fds: dict[int, list[int]] = {}
         for fd in sorted(int(name) for name in names if name.isdigit()):
-            self._captured_fd(pid, fd, f"{fd_dir}/{fd}", fds)
+            self._captured_fd(pid, fd, fds)
         scan.fds = {inode: tuple(f) for inode, f in fds.items()}
 
-    def _live_fds(self, pid: int, fd_dir: str) -> dict[int, tuple[int, ...]]:
+    def _live_fds(self, pid: int) -> dict[int, tuple[int, ...]]:
         # One directory fd per process, and fd-relative stat()s: no path walk per fd.
         try:
-            dfd = os.open(fd_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except PermissionError as exc:
-            self.deny(pid, "fd", exc)
+            dfd = self.roots.proc.open_dir(f"{pid}/fd")
+        except OSError as exc:
+            self.gap(pid, "fd", exc)  # exited (gone), or another user's (denied)
             return {}
-        except OSError:
-            return {}  # exited, or a kernel thread's empty table
         try:
             dev = self.dmabuf_dev
             if dev is None:
-                try:
-                    names = os.listdir(dfd)
-                except OSError:
-                    return {}
-                dev = self._learn_dev(pid, dfd, names)
+                dev, legacy = fdwalk.dmabuf_dev(dfd)
+                if legacy:
+                    self.legacy_fds.setdefault(pid, []).extend(legacy)
                 if dev is None:
                     return {}
-            try:
-                fds = fdwalk.fds_by_inode(dfd, dev)
-            except OSError:
-                return {}
-            return self._read_new_fdinfo(pid, fds)
+                self.dmabuf_dev = dev
+            fds = fdwalk.fds_by_inode(dfd, dev)
+        except OSError as exc:
+            self.gap(pid, "fd", exc)
+            return {}
         finally:
             os.close(dfd)
-
-    def _learn_dev(self, pid: int, dfd: int, names: list[str]) -> int | None:
-        """readlink until the first `/dmabuf:` link gives the dma-buf filesystem's st_dev."""
-        for name in names:
-            try:
-                target = os.readlink(name, dir_fd=dfd)
-                if target.startswith(_DMABUF_PREFIX):
-                    self.dmabuf_dev = os.stat(name, dir_fd=dfd).st_dev
-                    return self.dmabuf_dev
-            except OSError:
-                continue  # closed meanwhile
-            if target == _DMABUF_ANON:
-                self.legacy_fds.setdefault(pid, []).append(int(name))
-        return None
+        return self._read_new_fdinfo(pid, fds)
 
     def _read_new_fdinfo(self, pid: int, fds: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
         """fdinfo for the buffers neither bufinfo nor an earlier process described."""
@@ -196,10 +209,11 @@ class _Scan:
                 self.known_inodes.add(inode)
         return fds
 
-    def _captured_fd(self, pid: int, fd: int, path: str, fds: dict[int, list[int]]) -> None:
+    def _captured_fd(self, pid: int, fd: int, fds: dict[int, list[int]]) -> None:
         try:
-            target = os.readlink(path)
-        except OSError:
+            target = self.roots.proc.readlink(f"{pid}/fd/{fd}")
+        except OSError as exc:
+            self.gap(pid, "fd", exc)
             return
         if not target.startswith(_DMABUF_PREFIX):
             if target == _DMABUF_ANON:
@@ -209,12 +223,15 @@ class _Scan:
         if info is None:
             return
         inode = info.inode if info.inode is not None else self._join(pid, fd, info)
+        if inode is None:
+            return
         self.fdinfo.setdefault(inode, info)
         fds.setdefault(inode, []).append(fd)
 
     def index_for_join(self, table: BufInfoTable | None, sysfs_buffers: list[SysfsBuffer]) -> None:
         """Before 5.14 fdinfo has no `ino:`; a capture can't stat the link. Index the buffers
         whose (size, exporter, name, count) or (size, exporter) is unique, to join fds on."""
+        self.listed = table is not None or bool(sysfs_buffers)
         seen: dict[tuple[int, str, str | None, int], int | None] = {}
         if table is not None:
             for size, exp, name, count, inode in zip(
@@ -230,13 +247,21 @@ class _Scan:
             seen2[key2] = None if key2 in seen2 else sb.inode
         self.by_size_exporter = {k: v for k, v in seen2.items() if v is not None}
 
-    def _join(self, pid: int, fd: int, info: FdInfo) -> int:
+    def _join(self, pid: int, fd: int, info: FdInfo) -> int | None:
+        """The listed buffer this fd holds; where none matches uniquely, None (the fd is unjoined)
+        when buffers are listed, else a synthetic inode: the fd stands for a buffer of its own."""
         inode = self.by_identity.get((info.size_bytes, info.exp_name, info.name, info.count))
         if inode is None:
             inode = self.by_size_exporter.get((info.size_bytes, info.exp_name))
-        return inode if inode is not None else synthetic_inode(pid, fd)
+        if inode is not None:
+            return inode
+        if not self.listed:
+            return synthetic_inode(pid, fd)
+        self.unjoined.setdefault(pid, []).append(fd)
+        self.unjoined_keys.add((info.size_bytes, info.exp_name))
+        return None
 
-    def legacy_errors(self) -> None:
+    def unjoined_errors(self) -> None:
         for pid, fds in sorted(self.legacy_fds.items()):
             self.errors.append(
                 ScanError(
@@ -246,35 +271,45 @@ class _Scan:
                         f"{len(fds)} dma-buf fd(s) ({', '.join(map(str, sorted(fds)))}) on a kernel before 5.3: "
                         "nothing tells which buffer they hold"
                     ),
+                    UNJOINED,
+                )
+            )
+        for pid, fds in sorted(self.unjoined.items()):
+            self.errors.append(
+                ScanError(
+                    pid,
+                    "fdinfo",
+                    (
+                        f"{len(fds)} dma-buf fd(s) ({', '.join(map(str, sorted(fds)))}) with no inode in fdinfo "
+                        "(a kernel before 5.14) match no one listed buffer: which one they hold is unknown"
+                    ),
+                    UNJOINED,
                 )
             )
 
+    def unjoined_fds(self, pid: int) -> tuple[int, ...]:
+        return tuple(sorted(self.legacy_fds.get(pid, ()))) + tuple(sorted(self.unjoined.get(pid, ())))
+
     def _read_fdinfo(self, pid: int, fd: int) -> FdInfo | None:
-        path = f"{self.roots.proc_root}/{pid}/fdinfo/{fd}"
         try:
-            data = read_bytes(self.roots.proc_root, path, live=self.live, limit=8192)
-        except PermissionError as exc:
-            self.deny(pid, "fdinfo", exc)
-            return None
-        except OSError:
+            data = self.roots.proc.read(f"{pid}/fdinfo/{fd}", 8192)
+        except OSError as exc:
+            self.gap(pid, "fdinfo", exc)
             return None
         try:
             return parse_fdinfo(data)
         except FdinfoParseError as exc:
-            self.errors.append(ScanError(pid, "fdinfo", f"fd {fd}: {exc}"))
+            self.errors.append(ScanError(pid, "fdinfo", f"fd {fd}: {exc}", BROKEN))
             return None
 
     # -- maps ------------------------------------------------------------------------------
 
     def scan_maps(self, pid: int) -> None:
         """Keep the process's `/dmabuf:` lines; map_entries() parses every process's at once."""
-        path = f"{self.roots.proc_root}/{pid}/maps"
         try:
-            data = read_bytes(self.roots.proc_root, path, live=self.live)
-        except PermissionError as exc:
-            self.deny(pid, "maps", exc)
-            return
-        except OSError:
+            data = self.roots.proc.read(f"{pid}/maps")
+        except OSError as exc:
+            self.gap(pid, "maps", exc)
             return
         self.maps_readable = True
         lines = dmabuf_lines(data)
@@ -296,45 +331,31 @@ class _Scan:
                 self.procs.setdefault(pid, _ProcScan()).maps = maps
 
 
-def _pids(roots: Roots, live: bool) -> list[int]:
-    names = os.listdir(roots.proc_root) if live else listdir(roots.proc_root, roots.proc_root, live=False)
-    return sorted(int(n) for n in names if n.isdigit())
-
-
-def _kernel_release(roots: Roots, live: bool) -> str:
-    if live:
+def _kernel_release(scan: _Scan) -> str:
+    if scan.live:
         return os.uname().release
     try:
-        path = os.path.join(roots.proc_root, "sys", "kernel", "osrelease")
-        return read_bytes(roots.proc_root, path, live=False, limit=256).decode("utf-8", "replace").strip()
-    except OSError:
+        return scan.roots.proc.read("sys/kernel/osrelease", 256).decode("utf-8", "replace").strip()
+    except OSError as exc:
+        if gap_kind(exc) == OUTSIDE:
+            scan.gap(None, "kernel", exc)
         return "unknown"
 
 
-def _unavailable(exc: OSError, what: str) -> str:
-    if isinstance(exc, OutsideRootError):
-        return f"unavailable: {exc} (refused: a captured tree may not lead outside itself)"
-    if isinstance(exc, PermissionError):
-        return f"unavailable: permission denied reading {what} (run as root)"
-    if isinstance(exc, FileNotFoundError):
-        return f"unavailable: {what} does not exist"
-    return f"unavailable: {what}: {os.strerror(exc.errno or 0) or exc}"
-
-
-def _read_bufinfo(roots: Roots, live: bool, sources: dict[str, str]) -> BufInfoTable | None:
-    path = os.path.join(roots.debugfs_root, "dma_buf", "bufinfo")
+def _read_bufinfo(scan: _Scan, sources: dict[str, str]) -> BufInfoTable | None:
+    debugfs = scan.roots.debugfs
+    path = debugfs.path(bufinfo_mod.BUFINFO)
     try:
-        info = bufinfo_mod.read_bufinfo_table(roots.debugfs_root, live=live)
+        info = bufinfo_mod.read_bufinfo_table(debugfs)
     except FileNotFoundError:
-        mounted = os.path.isdir(os.path.join(roots.debugfs_root, "dma_buf"))
         sources["bufinfo"] = (
             f"unavailable: {path} does not exist"
-            if mounted
-            else f"unavailable: debugfs is not mounted at {roots.debugfs_root} (or the kernel has no CONFIG_DEBUG_FS)"
+            if debugfs.isdir("dma_buf")
+            else f"unavailable: debugfs is not mounted at {debugfs.root} (or the kernel has no CONFIG_DEBUG_FS)"
         )
         return None
     except OSError as exc:
-        sources["bufinfo"] = _unavailable(exc, path)
+        sources["bufinfo"] = scan.source_gap("bufinfo", exc, path)
         return None
     except ValueError as exc:
         sources["bufinfo"] = f"unavailable: {path}: {exc}"
@@ -343,25 +364,24 @@ def _read_bufinfo(roots: Roots, live: bool, sources: dict[str, str]) -> BufInfoT
     return info
 
 
-def _read_sysfs(roots: Roots, live: bool, sources: dict[str, str]) -> list[SysfsBuffer]:
-    path = os.path.join(roots.sys_root, "kernel", "dmabuf", "buffers")
+def _read_sysfs(scan: _Scan, sources: dict[str, str]) -> list[SysfsBuffer]:
+    path = scan.roots.sys.path(sysfs_mod.BUFFERS_DIR)
     try:
-        found = read_sysfs_buffers(roots.sys_root, live=live)
+        found = sysfs_mod.read_sysfs_buffers(scan.roots.sys)
+    except FileNotFoundError:
+        sources["sysfs"] = f"unavailable: {path} does not exist (CONFIG_DMABUF_SYSFS_STATS, deprecated since 5.19)"
+        return []
     except OSError as exc:
-        sources["sysfs"] = (
-            f"unavailable: {path} does not exist (CONFIG_DMABUF_SYSFS_STATS, deprecated since 5.19)"
-            if isinstance(exc, FileNotFoundError)
-            else _unavailable(exc, path)
-        )
+        sources["sysfs"] = scan.source_gap("sysfs", exc, path)
         return []
     sources["sysfs"] = "ok"
     return found
 
 
-def _read_devices(roots: Roots, live: bool, sources: dict[str, str]) -> tuple[tuple[Heap, ...], Udmabuf]:
-    heaps = devices.read_heaps(roots.dev_root, live=live, sys_root=roots.sys_root)
+def _read_devices(roots: Roots, sources: dict[str, str]) -> tuple[tuple[Heap, ...], Udmabuf]:
+    heaps = devices.read_heaps(roots)
     sources["heaps"] = "ok" if heaps else f"unavailable: no heaps in {roots.dev_root}/dma_heap (CONFIG_DMABUF_HEAPS)"
-    udmabuf = devices.read_udmabuf(roots.dev_root, roots.sys_root, live=live)
+    udmabuf = devices.read_udmabuf(roots)
     sources["udmabuf"] = "ok" if udmabuf.present else f"unavailable: no {udmabuf.dev_path} (CONFIG_UDMABUF)"
     return heaps, udmabuf
 
@@ -381,8 +401,11 @@ class _Buffers:
         table: BufInfoTable | None,
         sysfs_buffers: Sequence[SysfsBuffer],
         heap_names: frozenset[str],
+        *,
+        maps_read: bool,
     ) -> None:
         self.scan, self.holdings, self.table, self.heap_names = scan, holdings, table, heap_names
+        self.maps_read = maps_read
         self.sysfs = {s.inode: s for s in sysfs_buffers}
         self.classes: dict[str, str] = {}
 
@@ -417,19 +440,29 @@ class _Buffers:
         """The buffers of these bufinfo rows (None: all), sized and named by bufinfo."""
         inodes = cast(Sequence[int], _pick(table.inode, rows))  # no None: the caller checked
         counts, exporters = _pick(table.count, rows), _pick(table.exp_name, rows)
+        sizes = _pick(table.size_bytes, rows)
         classes = {e: self.exporter_class(e) for e in set(exporters)}
         held, refs = self.holdings.held, self.holdings.refs
         n = len(inodes)
-        kernel_refs = list(map(sub, counts, map(refs.get, inodes, repeat(0))))
-        if kernel_refs and min(kernel_refs) < 0:  # a count read before a process took another ref
-            kernel_refs = [max(k, 0) for k in kernel_refs]
+        refs_left = list(map(sub, counts, map(refs.get, inodes, repeat(0))))
+        if refs_left and min(refs_left) < 0:  # a count read before a process took another ref
+            refs_left = [max(k, 0) for k in refs_left]
+        kernel_refs: Sequence[int | None] = refs_left
+        known: Iterable[bool] = repeat(True, n)
+        if not self.maps_read:  # what is left may be mappings: known only when nothing is
+            kernel_refs = [0 if k == 0 else None for k in refs_left]
+            known = [k == 0 for k in refs_left]
+        if self.scan.unjoined_keys:  # an fd joined to nothing may hold any buffer of its size and exporter
+            maybe = [key in self.scan.unjoined_keys for key in zip(sizes, exporters, strict=True)]
+            kernel_refs = [None if m else k for k, m in zip(kernel_refs, maybe, strict=True)]
+            known = [k and not m for k, m in zip(known, maybe, strict=True)]
         return list(
             map(
                 tuple.__new__,
                 repeat(Buffer),
                 zip(
                     inodes,
-                    _pick(table.size_bytes, rows),
+                    sizes,
                     repeat("bufinfo", n),
                     exporters,
                     map(classes.__getitem__, exporters),
@@ -439,6 +472,7 @@ class _Buffers:
                     _pick(table.attachments, rows),
                     _pick(table.fences, rows),
                     kernel_refs,
+                    known,
                     strict=True,
                 ),
             )
@@ -462,6 +496,9 @@ class _Buffers:
         fences: tuple[Fence, ...] = ()
         if row is not None and table is not None:
             attachments, fences = table.attachments[row], table.fences[row]
+        kernel_refs, known = self._kernel_refs(inode, count)
+        if (size, exporter) in self.scan.unjoined_keys:
+            kernel_refs, known = None, False
         return Buffer(
             inode,
             size,
@@ -473,8 +510,20 @@ class _Buffers:
             self.holdings.held.get(inode, ()),
             attachments,
             fences,
-            None if count is None or inode <= _LEGACY_INODE_BASE else max(count - self.holdings.refs.get(inode, 0), 0),
+            kernel_refs,
+            known,
         )
+
+    def _kernel_refs(self, inode: int, count: int | None) -> tuple[int | None, bool]:
+        """(kernel_refs, holders_known) of a buffer made one by one."""
+        if inode < 0:  # a bufinfo row before 5.3, or an fd of a capture joined to no listed buffer
+            return None, False
+        if count is None:
+            return None, self.maps_read
+        left = max(count - self.holdings.refs.get(inode, 0), 0)
+        if not self.maps_read:
+            return (0, True) if left == 0 else (None, False)
+        return left, True
 
 
 def _build_processes(scan: _Scan, buffers: list[Buffer]) -> list[Process]:
@@ -484,11 +533,14 @@ def _build_processes(scan: _Scan, buffers: list[Buffer]) -> list[Process]:
     size_of = dict(zip(inodes, sizes, strict=True))
     share_of = dict(zip(inodes, map(floordiv, sizes, map(len, map(itemgetter(7), held_buffers))), strict=True))
     processes: list[Process] = []
-    for pid, pscan in scan.procs.items():
+    no_scan = _ProcScan()
+    unjoined = scan.legacy_fds.keys() | scan.unjoined.keys()
+    for pid in scan.procs.keys() | unjoined if unjoined else scan.procs:
+        pscan = scan.procs.get(pid, no_scan)
         held = pscan.fds.keys() | pscan.maps.keys() if pscan.maps else pscan.fds.keys()
-        if not held:
+        if not held and pid not in unjoined:
             continue
-        ident = identify(scan.roots.proc_root, pid, live=scan.live)
+        ident = identify(scan.roots.proc, pid)
         if ident is None:
             continue
         processes.append(
@@ -502,18 +554,26 @@ def _build_processes(scan: _Scan, buffers: list[Buffer]) -> list[Process]:
                 buffers=len(held),
                 rss_bytes=sum(map(size_of.__getitem__, held)),
                 pss_bytes=sum(map(share_of.__getitem__, held)),
+                start_ticks=ident.start_ticks,
+                unjoined_fds=scan.unjoined_fds(pid) if pid in unjoined else (),
             )
         )
     processes.sort(key=lambda p: (-p.rss_bytes, p.pid))
     return processes
 
 
-def _totals(buffers: list[Buffer], table: BufInfoTable | None) -> Totals:
+def _totals(buffers: list[Buffer], table: BufInfoTable | None, *, all_seen: bool) -> Totals:
+    """`all_seen`: maps were read and every dma-buf fd was tied to its buffer, so each buffer's
+    holders are known (holders_known), and need not be looked at one by one."""
     sizes = list(map(itemgetter(1), buffers))
     total = sum(sizes)
-    user = sum(compress(sizes, map(itemgetter(7), buffers)))
-    # Before 5.3 bufinfo has no ino column: its objects can't be matched to holders.
-    kernel_only = total - user if table is not None and None not in table.inode else None
+    holders = list(map(itemgetter(7), buffers))
+    user = sum(compress(sizes, holders))
+    # Before 5.3 bufinfo has no ino column: its objects can't be matched to holders. Elsewhere,
+    # a buffer no process was seen holding may still be held by one (holders_known False).
+    listed = table is not None and None not in table.inode
+    seen = all_seen or all(compress(map(itemgetter(11), buffers), map(not_, holders)))
+    kernel_only = total - user if listed and seen else None
     return Totals(buffers=len(buffers), bytes=total, userspace_bytes=user, kernel_only_bytes=kernel_only)
 
 
@@ -541,13 +601,13 @@ def _collect(roots: Roots, include_maps: bool) -> Snapshot:
     sources: dict[str, str] = {}
     scan = _Scan(roots=roots, live=live)
     try:
-        pids = _pids(roots, live)
+        pids = sorted(int(n) for n in roots.proc.listdir() if n.isdigit())
         sources["fdinfo"] = "ok"
     except OSError as exc:
         pids = []
-        sources["fdinfo"] = _unavailable(exc, roots.proc_root)
-    table = _read_bufinfo(roots, live, sources)
-    sysfs_buffers = _read_sysfs(roots, live, sources)
+        sources["fdinfo"] = scan.source_gap("fdinfo", exc, roots.proc_root)
+    table = _read_bufinfo(scan, sources)
+    sysfs_buffers = _read_sysfs(scan, sources)
     if not live:
         scan.index_for_join(table, sysfs_buffers)
     if table is not None and None not in table.inode:
@@ -569,20 +629,21 @@ def _collect(roots: Roots, include_maps: bool) -> Snapshot:
         sources["maps"] = "ok" if scan.maps_readable or not pids else "unavailable: no maps file was readable"
     else:
         sources["maps"] = "unavailable: not requested"
+    maps_read = include_maps and (scan.maps_readable or not pids)
 
-    scan.legacy_errors()
-    heaps, udmabuf = _read_devices(roots, live, sources)
+    scan.unjoined_errors()
+    heaps, udmabuf = _read_devices(roots, sources)
     heap_names = frozenset(h.name for h in heaps)
 
-    buffers = _Buffers(scan, holdings, table, sysfs_buffers, heap_names).build()
+    buffers = _Buffers(scan, holdings, table, sysfs_buffers, heap_names, maps_read=maps_read).build()
     processes = _build_processes(scan, buffers)
     return Snapshot(
-        kernel=_kernel_release(roots, live),
+        kernel=_kernel_release(scan),
         taken_at=time.time(),
         sources=sources,
         buffers=tuple(buffers),
         processes=tuple(processes),
-        totals=_totals(buffers, table),
+        totals=_totals(buffers, table, all_seen=maps_read and not scan.unjoined_keys and not scan.legacy_fds),
         errors=tuple(scan.errors),
         heaps=heaps,
         udmabuf=udmabuf,

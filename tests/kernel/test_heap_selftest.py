@@ -28,6 +28,7 @@ from dmabuf_inspect.ioctl import uapi
 from dmabuf_inspect.kernel.devices import read_heaps
 from dmabuf_inspect.kernel.fdinfo import parse_fdinfo
 from dmabuf_inspect.kernel.maps import parse_maps
+from dmabuf_inspect.kernel.reader import Roots
 from dmabuf_inspect.model import FdInfo
 
 pytestmark = pytest.mark.kernel
@@ -323,7 +324,7 @@ def test_export_sync_file_invalid_flags_fails_einval(system: heaps_alloc.DmaHeap
 
 
 def test_read_heaps_live_matches_the_device_nodes() -> None:
-    heaps = read_heaps("/dev", live=True, sys_root="/sys")
+    heaps = read_heaps(Roots())
     assert [h.name for h in heaps] == HEAPS
     for h in heaps:
         rdev = os.stat(h.dev_path).st_rdev
@@ -396,3 +397,20 @@ def test_alloc_cli_missing_heap_is_one_line() -> None:
         "dmabuf-inspect: Opening dma-buf heap nope (/dev/dma_heap/nope): No such file or directory (ENOENT): "
         f"no heap nope in /dev/dma_heap (heaps here: {', '.join(HEAPS)})\n"
     )
+
+
+def test_alloc_cli_refuses_what_the_memory_available_cannot_hold() -> None:
+    import psutil
+
+    available = psutil.virtual_memory().available
+    result = subprocess.run(
+        [*DMABUF_INSPECT, "alloc", "--heap", "system", "--size", str(available), "--hold", "0"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": CHECKOUT},
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == "" and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("dmabuf-inspect: refusing to allocate: --count 1 x --size ")
+    assert "is more than the memory available (" in result.stderr
+    assert result.stderr.endswith("kept for the rest of the machine; add --force to try anyway\n")

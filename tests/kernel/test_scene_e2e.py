@@ -21,7 +21,7 @@ import pytest
 import vgem
 from scene import FORK_COMM, NAMED, OWNER_COMM, RECV_COMM, ExpectedBuffer, Scene
 
-from dmabuf_inspect.scan.jsonout import load_schema
+from dmabuf_inspect import schemas
 
 pytestmark = pytest.mark.kernel
 
@@ -106,7 +106,7 @@ def _holders(e: ExpectedBuffer) -> list[dict[str, Any]]:
 
 
 def test_document_is_valid_and_complete(doc: dict[str, Any]) -> None:
-    jsonschema.validate(doc, load_schema())
+    jsonschema.validate(doc, schemas.load(schemas.SNAPSHOT))
     assert doc["schema"] == "dmabuf-inspect/1"
     assert doc["kernel"] == os.uname().release
     for source in ("fdinfo", "maps", "bufinfo", "heaps", "udmabuf"):

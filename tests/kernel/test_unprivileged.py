@@ -56,6 +56,8 @@ def test_normal_user_sees_own_buffers_denied_once_and_no_debugfs(tmp_path: Path)
     assert doc["totals"]["kernel_only_bytes"] is None
     assert doc["denied_pids"] and 1 in doc["denied_pids"]
     assert {e["pid"] for e in doc["errors"] if e["error"] == "Permission denied"} == set(doc["denied_pids"])
+    assert {e["pid"] for e in doc["errors"] if e["kind"] == "denied"} == set(doc["denied_pids"])
+    assert {e["kind"] for e in doc["errors"]} == {"denied"}
     notes = [line for line in err.splitlines() if "could not be read" in line]
     assert len(notes) == 1 and "run as root" in notes[0]
     assert sum("debugfs bufinfo unavailable" in line for line in err.splitlines()) == 1

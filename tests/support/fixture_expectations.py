@@ -13,7 +13,8 @@ answers a snapshot of the tree must give. Per fixture:
         holders   pid -> (fds sorted, mappings (VMAs), mapped bytes),
         attachments (devices, in bufinfo order), fences (how many bufinfo prints),
         kernel_refs (count - fds - mappings)
-    processes     pid -> the processes that hold a dma-buf (Pss: size // number of holders)
+    processes     pid -> the processes that hold a dma-buf (Pss: size // number of holders;
+                  start_ticks: field 22 of its stat)
     totals        buffers, bytes, userspace_bytes, kernel_only_bytes (None without bufinfo)
 
 k4.19-legacy can not be keyed by inode (see its README): it has `buffers = None` and says
@@ -100,6 +101,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
                 "buffers": 1,
                 "rss_bytes": 4194304,
                 "pss_bytes": 2097152,
+                "start_ticks": 1500,
             },
             1204: {
                 "comm": "camera-app",
@@ -109,6 +111,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
                 "buffers": 2,
                 "rss_bytes": 6291456,
                 "pss_bytes": 4194304,
+                "start_ticks": 4000,
             },
             1350: {
                 "comm": "gpu-test",
@@ -118,6 +121,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
                 "buffers": 2,
                 "rss_bytes": 1114112,
                 "pss_bytes": 1114112,
+                "start_ticks": 6000,
             },
         },
         "totals": {"buffers": 5, "bytes": 24182784, "userspace_bytes": 7405568, "kernel_only_bytes": 16777216},
@@ -193,6 +197,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
                 "buffers": 2,
                 "rss_bytes": 12288,
                 "pss_bytes": 8192,
+                "start_ticks": 2000,
             },
             2002: {
                 "comm": "udmabuf-test",
@@ -202,6 +207,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
                 "buffers": 2,
                 "rss_bytes": 1056768,
                 "pss_bytes": 1052672,
+                "start_ticks": 2100,
             },
             2003: {
                 "comm": "cma-user",
@@ -211,6 +217,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
                 "buffers": 1,
                 "rss_bytes": 1048576,
                 "pss_bytes": 1048576,
+                "start_ticks": 2200,
             },
         },
         "totals": {"buffers": 5, "bytes": 2371584, "userspace_bytes": 2109440, "kernel_only_bytes": 262144},
@@ -277,6 +284,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
                 "buffers": 2,
                 "rss_bytes": 4194304,
                 "pss_bytes": 2621440,
+                "start_ticks": 700,
             },
             733: {
                 "comm": "camera.provider",
@@ -286,6 +294,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
                 "buffers": 2,
                 "rss_bytes": 3211264,
                 "pss_bytes": 1638400,
+                "start_ticks": 800,
             },
         },
         "totals": {"buffers": 4, "bytes": 6103040, "userspace_bytes": 4259840, "kernel_only_bytes": 1843200},
@@ -349,6 +358,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
                 "buffers": 1,
                 "rss_bytes": 4096,
                 "pss_bytes": 4096,
+                "start_ticks": 700,
             },
         },
         "totals": {"buffers": 1, "bytes": 4096, "userspace_bytes": 4096, "kernel_only_bytes": None},
@@ -374,3 +384,20 @@ OUTSIDE_LINKS: dict[str, str] = {
     "dev/udmabuf": "/dev/null",
 }
 DANGLING_LINKS: dict[str, str] = {"proc/666/fdinfo/5": "no-such-file"}
+
+# What a scan of hostile-links refuses and records (errors of kind "outside"), one per link. The
+# sysfs walk stops at whichever of its two outside links it meets first (listdir order).
+OUTSIDE_REFUSED: frozenset[str] = frozenset(
+    {
+        "proc/sys/kernel/osrelease",
+        "proc/666/fdinfo/3",
+        "proc/666/fdinfo/4",
+        "proc/666/maps",
+        "proc/667",
+        "proc/668/fd",
+        "sys/kernel/debug/dma_buf/bufinfo",
+    }
+)
+OUTSIDE_REFUSED_ONE_OF: frozenset[str] = frozenset(
+    {"sys/kernel/dmabuf/buffers/7000/size", "sys/kernel/dmabuf/buffers/7001"}
+)

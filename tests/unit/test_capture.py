@@ -83,7 +83,9 @@ def test_maps_filter() -> None:
 def test_capture_of_hostile_links_reads_nothing_outside(tmp_path: Path) -> None:
     out = tmp_path / "capture"
     report = capture(str(out), Roots.from_tree(str(FIXTURES / "hostile-links")))
-    assert sorted(report.denied_pids) == [666, 667, 668]
+    # Links out of the source are refused and said to be that, never "permission denied".
+    assert sorted(report.outside_pids) == [666, 667, 668] and report.denied_pids == []
+    assert "links lead outside the source capture: pids 666 667 668" in (out / "capture.txt").read_text()
     assert report.kernel == "unknown"
     assert report.sources["bufinfo"].startswith("unavailable:")
     assert [p.name for p in (out / "proc").iterdir() if p.name.isdigit()] == ["700"]

@@ -15,10 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from paths import FIXTURES
 
 import dmabuf_inspect
 from dmabuf_inspect import classify, classify_fd, is_udmabuf
 from dmabuf_inspect.errors import DmabufInspectError, NotADmabufError
+from dmabuf_inspect.kernel.reader import Roots
+from dmabuf_inspect.scan.snapshot import collect
 
 classify_module = importlib.import_module("dmabuf_inspect.classify")  # the package's classify is the function
 
@@ -154,6 +157,38 @@ def test_classify_another_process_unknown_exporter_under_dev_dma_heap(tmp_path: 
     assert classify(5, 3, proc_root=str(tmp_path / "proc"), dev_root=str(tmp_path)).exporter_class == "unknown"
 
 
+def test_classify_in_a_capture_refuses_links_out_of_it_as_a_scan_does() -> None:
+    """fixtures/hostile-links: the same refusal, in the same words, as the scan (and so the CLI)."""
+    tree = FIXTURES / "hostile-links"
+    root = str(tree / "proc")
+    said = {e.error for e in collect(Roots.from_tree(str(tree))).errors if e.kind == "outside"}
+    for pid, fd, link in ((666, 3, "666/fdinfo/3"), (666, 4, "666/fdinfo/4"), (667, 0, "667"), (668, 0, "668/fd")):
+        with pytest.raises(DmabufInspectError) as info:
+            classify(pid, fd, proc_root=root)
+        message = str(info.value)
+        assert message.startswith(f"pid {pid} fd {fd}: {root}/{link} leads outside the capture (to ")
+        assert message.removeprefix(f"pid {pid} fd {fd}: ") in said
+        assert "permission denied" not in message.lower()
+
+
+def test_classify_in_a_capture_never_returns_what_a_link_out_of_it_leads_to(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "fdinfo").write_bytes(FDINFO_6_12)  # a well-formed fdinfo, outside the tree
+    (outside / "fd").mkdir()
+    os.symlink("/dmabuf:", outside / "fd" / "3")
+    proc = tmp_path / "tree" / "proc"
+    (proc / "5" / "fd").mkdir(parents=True)
+    (proc / "5" / "fdinfo").mkdir()
+    os.symlink("/dmabuf:", proc / "5" / "fd" / "3")
+    os.symlink(outside / "fdinfo", proc / "5" / "fdinfo" / "3")
+    os.symlink(outside, proc / "6")
+    with pytest.raises(DmabufInspectError, match=r"^pid 5 fd 3: .*/proc/5/fdinfo/3 leads outside the capture \(to "):
+        classify(5, 3, proc_root=str(proc))
+    with pytest.raises(DmabufInspectError, match=r"^pid 6 fd 3: .*/proc/6 leads outside the capture \(to "):
+        classify(6, 3, proc_root=str(proc))
+
+
 def test_classify_own_live_pipe(pipe: tuple[int, int]) -> None:
     with pytest.raises(NotADmabufError, match=r"is not a dma-buf: it is pipe:\["):
         classify(os.getpid(), pipe[0])
@@ -162,7 +197,7 @@ def test_classify_own_live_pipe(pipe: tuple[int, int]) -> None:
 def test_package_import_is_light() -> None:
     code = (
         "import sys, dmabuf_inspect\n"
-        "heavy = [m for m in ('ctypes', 'textual', 'psutil', 'pyudev', 'dmabuf_inspect.bench.mmapcost')"
+        "heavy = [m for m in ('ctypes', 'textual', 'psutil', 'pyudev', 'dmabuf_inspect.bench.runner')"
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
         "assert callable(dmabuf_inspect.classify_fd) and callable(dmabuf_inspect.is_udmabuf)\n"

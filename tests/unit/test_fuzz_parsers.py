@@ -13,7 +13,7 @@ import re
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from paths import FIXTURES
+from paths import FIXTURES as FIXTURES_PATH
 
 from dmabuf_inspect.kernel.bufinfo import BufinfoParseError, parse_bufinfo, parse_fence
 from dmabuf_inspect.kernel.fdinfo import FdinfoParseError, parse_fdinfo
@@ -58,7 +58,7 @@ number = st.one_of(st.integers(0, 2**64 - 1), st.integers(2**64, 10**40))
 token = st.text("abcdefghijklmnopqrstuvwxyzABCXYZ0123456789_.:[]-", min_size=1, max_size=12).map(str.encode)
 
 
-FIXTURES = str(FIXTURES)
+FIXTURES = str(FIXTURES_PATH)
 
 
 def _fixture_files(pattern: str) -> list[bytes]:
@@ -141,7 +141,7 @@ def test_fdinfo_kernel_shaped(
         return
     if cut is None:
         assert (info.size_bytes, info.count, info.inode) == (size, count, ino)
-        assert info.name is None if name is None else raw_of(info.name) == name
+        assert info.name is None if name is None else info.name is not None and raw_of(info.name) == name
 
 
 # -- maps -------------------------------------------------------------------------------------

@@ -6,14 +6,14 @@ import os
 
 import pytest
 from fixture_expectations import EXPECTED, HOSTILE_NAME
-from paths import FIXTURES
+from paths import FIXTURES as FIXTURES_PATH
 
 from dmabuf_inspect.kernel import bufinfo
 from dmabuf_inspect.kernel.bufinfo import BufinfoParseError, parse_bufinfo, parse_fence, read_bufinfo
 from dmabuf_inspect.kernel.reader import OutsideRootError, Roots
 from dmabuf_inspect.model import BufInfo, Fence
 
-FIXTURES = str(FIXTURES)
+FIXTURES = str(FIXTURES_PATH)
 
 
 def text(*lines: str) -> bytes:
@@ -433,7 +433,7 @@ def test_huge_numbers_are_skipped_not_raised() -> None:
 @pytest.mark.parametrize("tree", ["k4.19-legacy", "k5.10-sysfs", "k6.12", "k7.3"])
 def test_fixture_trees(tree: str) -> None:
     roots = Roots.from_tree(os.path.join(FIXTURES, tree))
-    info = read_bufinfo(roots.debugfs_root, live=False)
+    info = read_bufinfo(roots.debugfs)
     want = EXPECTED[tree]
     assert info.total_objects == want["totals"]["buffers"] == len(info.entries)
     assert info.total_bytes == want["totals"]["bytes"] == sum(e.size_bytes for e in info.entries)
@@ -461,9 +461,9 @@ def test_fixture_trees(tree: str) -> None:
 
 def test_walker_missing_and_outside() -> None:
     with pytest.raises(FileNotFoundError):
-        read_bufinfo(Roots.from_tree(os.path.join(FIXTURES, "no-dmabufs")).debugfs_root, live=False)
+        read_bufinfo(Roots.from_tree(os.path.join(FIXTURES, "no-dmabufs")).debugfs)
     with pytest.raises(OutsideRootError):
-        read_bufinfo(Roots.from_tree(os.path.join(FIXTURES, "hostile-links")).debugfs_root, live=False)
+        read_bufinfo(Roots.from_tree(os.path.join(FIXTURES, "hostile-links")).debugfs)
 
 
 def test_garbage_after_an_object_does_not_swallow_the_next_one() -> None:

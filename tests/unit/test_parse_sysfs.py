@@ -7,15 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
-from paths import FIXTURES
+from paths import FIXTURES as FIXTURES_PATH
 
-from dmabuf_inspect.kernel import reader as roots
-from dmabuf_inspect.kernel import sysfs
-from dmabuf_inspect.kernel.reader import OutsideRootError, Roots
-from dmabuf_inspect.kernel.sysfs import SysfsParseError, parse_sysfs_buffer, read_sysfs_buffers, read_udmabuf_params
+from dmabuf_inspect.kernel.devices import read_udmabuf, read_udmabuf_param
+from dmabuf_inspect.kernel.reader import OutsideRootError, Roots, Tree
+from dmabuf_inspect.kernel.sysfs import SysfsParseError, parse_sysfs_buffer, read_sysfs_buffers
 from dmabuf_inspect.model import SysfsBuffer
 
-FIXTURES = str(FIXTURES)
+FIXTURES = str(FIXTURES_PATH)
 
 
 def test_parse() -> None:
@@ -47,7 +46,7 @@ def test_parse_rejects(exporter: bytes, size: bytes) -> None:
 
 def test_walker_on_the_5_10_tree() -> None:
     tree = Roots.from_tree(os.path.join(FIXTURES, "k5.10-sysfs"))
-    assert read_sysfs_buffers(tree.sys_root, live=False) == [
+    assert read_sysfs_buffers(tree.sys) == [
         SysfsBuffer(2048, "system", 3145728),
         SysfsBuffer(2049, "udmabuf", 65536),
         SysfsBuffer(2050, "system", 1048576),
@@ -58,7 +57,7 @@ def test_walker_on_the_5_10_tree() -> None:
 def test_walker_without_the_directory_raises_file_not_found() -> None:
     tree = Roots.from_tree(os.path.join(FIXTURES, "k6.12"))
     with pytest.raises(FileNotFoundError):
-        read_sysfs_buffers(tree.sys_root, live=False)
+        read_sysfs_buffers(tree.sys)
 
 
 def _buffers(tmp_path: Path) -> Path:
@@ -78,7 +77,7 @@ def test_walker_skips_vanished_foreign_and_garbled_entries(tmp_path: Path) -> No
     (top / "9").mkdir()
     (top / "9" / "exporter_name").write_text("system\n")
     (top / "9" / "size").write_text("garbage\n")
-    assert read_sysfs_buffers(str(tmp_path), live=False) == [
+    assert read_sysfs_buffers(Tree(str(tmp_path), live=False)) == [
         SysfsBuffer(5, "system", 4096),
         SysfsBuffer(6, "udmabuf", 8192),
     ]
@@ -86,45 +85,44 @@ def test_walker_skips_vanished_foreign_and_garbled_entries(tmp_path: Path) -> No
 
 def test_walker_skips_a_buffer_freed_while_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _buffers(tmp_path)
-    real = roots.read_bytes
+    real = Tree.read
 
-    def racing(root: str, path: str, *, live: bool, limit: int = 1 << 24) -> bytes:
-        if f"{os.sep}5{os.sep}" in path:
+    def racing(self: Tree, rel: str, limit: int = 1 << 24) -> bytes:
+        if "/5/" in rel:
             raise OSError(errno.EIO, "Input/output error")  # the kernel's answer once dmabuf is NULL
-        return real(root, path, live=live, limit=limit)
+        return real(self, rel, limit)
 
-    monkeypatch.setattr(sysfs.roots, "read_bytes", racing)
-    assert read_sysfs_buffers(str(tmp_path), live=False) == [SysfsBuffer(6, "udmabuf", 8192)]
+    monkeypatch.setattr(Tree, "read", racing)
+    assert read_sysfs_buffers(Tree(str(tmp_path), live=False)) == [SysfsBuffer(6, "udmabuf", 8192)]
 
 
 def test_walker_lets_other_errors_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _buffers(tmp_path)
 
-    def denied(root: str, path: str, *, live: bool, limit: int = 1 << 24) -> bytes:
+    def denied(self: Tree, rel: str, limit: int = 1 << 24) -> bytes:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(sysfs.roots, "read_bytes", denied)
+    monkeypatch.setattr(Tree, "read", denied)
     with pytest.raises(PermissionError):
-        read_sysfs_buffers(str(tmp_path), live=False)
+        read_sysfs_buffers(Tree(str(tmp_path), live=False))
 
 
 def test_walker_refuses_links_out_of_the_tree() -> None:
     tree = Roots.from_tree(os.path.join(FIXTURES, "hostile-links"))
     with pytest.raises(OutsideRootError):
-        read_sysfs_buffers(tree.sys_root, live=False)
+        read_sysfs_buffers(tree.sys)
+
+
+def _params(tree: str) -> tuple[int | None, int | None]:
+    u = read_udmabuf(Roots.from_tree(os.path.join(FIXTURES, tree)))
+    return u.size_limit_mb, u.list_limit
 
 
 def test_udmabuf_params() -> None:
-    assert read_udmabuf_params(Roots.from_tree(os.path.join(FIXTURES, "k6.12")).sys_root, live=False) == (64, 1024)
-    assert read_udmabuf_params(Roots.from_tree(os.path.join(FIXTURES, "no-dmabufs")).sys_root, live=False) == (
-        None,
-        None,
-    )
+    assert _params("k6.12") == (64, 1024)
+    assert _params("no-dmabufs") == (None, None)
     # the hostile tree's size_limit_mb leads outside: refused, so unknown
-    assert read_udmabuf_params(Roots.from_tree(os.path.join(FIXTURES, "hostile-links")).sys_root, live=False) == (
-        None,
-        None,
-    )
+    assert _params("hostile-links") == (None, None)
 
 
 def test_udmabuf_params_garbage(tmp_path: Path) -> None:
@@ -132,4 +130,20 @@ def test_udmabuf_params_garbage(tmp_path: Path) -> None:
     params.mkdir(parents=True)
     (params / "size_limit_mb").write_text("--5\n")
     (params / "list_limit").write_text("-1\n")
-    assert read_udmabuf_params(str(tmp_path), live=False) == (None, -1)
+    sys = Tree(str(tmp_path), live=False)
+    assert (read_udmabuf_param(sys, "size_limit_mb"), read_udmabuf_param(sys, "list_limit")) == (None, -1)
+    for text in ("+5", "1_000", "\u0663", "", "99999999999999999999"):
+        (params / "size_limit_mb").write_text(text + "\n")
+        assert read_udmabuf_param(sys, "size_limit_mb") is None, text
+
+
+def test_udmabuf_params_have_one_reader(tmp_path: Path) -> None:
+    """The scan, the device (ioctl) and a capture read the parameters the same way."""
+    from dmabuf_inspect.ioctl.udmabuf import read_limits
+
+    params = tmp_path / "module" / "udmabuf" / "parameters"
+    params.mkdir(parents=True)
+    (params / "size_limit_mb").write_text("1_000\n")  # int() alone would take it
+    (params / "list_limit").write_text("77\n")
+    limits = read_limits(str(tmp_path))
+    assert (limits.size_limit_mb, limits.list_limit) == (None, 77)

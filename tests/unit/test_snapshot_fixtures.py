@@ -6,17 +6,22 @@ The expectations are written by hand in fixture_expectations.py, from each tree'
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from fixture_expectations import EXPECTED
+from fixture_expectations import EXPECTED, OUTSIDE_LINKS, OUTSIDE_REFUSED, OUTSIDE_REFUSED_ONE_OF
 from paths import FIXTURES
 
+from dmabuf_inspect import schemas
 from dmabuf_inspect.cli.main import main
 from dmabuf_inspect.kernel.reader import Roots
 from dmabuf_inspect.model import Snapshot
-from dmabuf_inspect.scan.jsonout import load_schema, snapshot_to_dict
+from dmabuf_inspect.scan.jsonout import snapshot_to_dict
+from dmabuf_inspect.scan.notes import partial_notes
 from dmabuf_inspect.scan.snapshot import collect
 
 FIXTURES = FIXTURES
@@ -67,6 +72,7 @@ def test_processes_rss_and_pss(name: str) -> None:
             "buffers": p.buffers,
             "rss_bytes": p.rss_bytes,
             "pss_bytes": p.pss_bytes,
+            "start_ticks": p.start_ticks,
         }
         for p in snap_of(name).processes
     }
@@ -83,6 +89,102 @@ def test_sources_kernel_and_devices(name: str) -> None:
     assert tuple(sorted(h.name for h in snap.heaps)) == want["heaps"]
     assert snap.udmabuf is not None
     assert (snap.udmabuf.present, snap.udmabuf.size_limit_mb, snap.udmabuf.list_limit) == want["udmabuf"]
+
+
+def test_legacy_tree_never_shows_unjoined_fds_as_kernel_held() -> None:
+    """Before 5.3 nothing ties an fd to a bufinfo object: the buffers' holders are unknown (not
+    "the kernel"), and the processes are listed with the fds that could not be tied."""
+    want = EXPECTED["k4.19-legacy"]
+    snap = snap_of("k4.19-legacy")
+    assert [(b.holders, b.holders_known, b.kernel_only, b.kernel_refs) for b in snap.buffers] == [
+        ((), False, None, None)
+    ] * 3
+    assert {p.pid: p.unjoined_fds for p in snap.processes} == want["dmabuf_fds"]
+    assert {p.pid: (p.comm, p.buffers, p.rss_bytes) for p in snap.processes} == {
+        900: ("Xorg", 0, 0),
+        1500: ("firefox-esr", 0, 0),
+    }
+    assert {(e.pid, e.kind) for e in snap.errors} == {(900, "unjoined"), (1500, "unjoined")}
+    assert snap.totals.kernel_only_bytes is None
+    assert partial_notes(snap) == [
+        "3 dma-buf fds of 2 processes could not be tied to a buffer on this kernel: which buffers they hold, "
+        "and which only the kernel holds, is unknown"
+    ]
+
+
+def _ambiguous_5_10(tmp_path: Path) -> str:
+    """k5.10-sysfs plus buffer 2052, the twin of 2049 (udmabuf, 64 KiB, unnamed, count 1) that
+    no process holds: fd 14 of pid 733 (fdinfo without ino:) may hold either."""
+    tree = tmp_path / "tree"
+    shutil.copytree(FIXTURES / "k5.10-sysfs", tree, symlinks=True)
+    bufinfo = tree / "sys/kernel/debug/dma_buf/bufinfo"
+    twin = (
+        b"00065536\t00000002\t00080007\t00000001\tudmabuf\t00002052\t\n"
+        b"\tAttached Devices:\nTotal 0 devices attached\n\n"
+    )
+    text = bufinfo.read_bytes()
+    header_end = text.index(b"ino     \n") + len(b"ino     \n")
+    bufinfo.write_bytes(text[:header_end] + twin + text[header_end:])
+    (tree / "sys/kernel/dmabuf/buffers/2052").mkdir()
+    (tree / "sys/kernel/dmabuf/buffers/2052/exporter_name").write_text("udmabuf\n")
+    (tree / "sys/kernel/dmabuf/buffers/2052/size").write_text("65536\n")
+    return str(tree)
+
+
+def test_a_capture_fd_that_matches_two_buffers_is_unjoined_not_a_buffer_of_its_own(tmp_path: Path) -> None:
+    snap = collect(Roots.from_tree(_ambiguous_5_10(tmp_path)))
+    by_inode = {b.inode: b for b in snap.buffers}
+    assert sorted(by_inode) == [2048, 2049, 2050, 2051, 2052]  # no stand-in buffer for fd 14 beside them
+    for twin in (2049, 2052):
+        b = by_inode[twin]
+        assert (b.holders, b.holders_known, b.kernel_only, b.kernel_refs) == ((), False, None, None)
+    assert by_inode[2051].kernel_only is True  # videobuf2: no unjoined fd is of its size and exporter
+    assert {p.pid: p.unjoined_fds for p in snap.processes} == {540: (), 733: (14,)}
+    assert [(e.pid, e.kind) for e in snap.errors] == [(733, "unjoined")]
+    assert snap.totals.bytes == 6103040 + 65536
+    assert snap.totals.kernel_only_bytes is None
+
+
+def test_without_maps_mappings_are_unknown_not_the_kernels() -> None:
+    """--no-maps: a count the fds do not account for may be mappings: kernel_refs is unknown, and a
+    buffer held only by a mapping is not counted as kernel-only."""
+    snap = collect(Roots.from_tree(str(FIXTURES / "k6.12")), include_maps=False)
+    got = {b.inode: (b.kernel_refs, b.holders_known, b.kernel_only) for b in snap.buffers}
+    assert got == {
+        30001: (None, False, False),  # count 2: fd 7 and a mapping
+        30002: (None, False, False),
+        30003: (None, False, False),  # count 2: fd 5 and a kernel reference; which, unknown
+        30004: (None, False, None),  # held only by mappings: not the kernel's
+        30005: (None, False, None),
+    }
+    assert snap.totals.kernel_only_bytes is None
+    assert snap.sources["maps"] == "unavailable: not requested"
+
+
+def test_without_maps_fds_that_account_for_the_whole_count_are_exact() -> None:
+    snap = collect(Roots.from_tree(str(FIXTURES / "k7.3")), include_maps=False)
+    got = {b.inode: (b.kernel_refs, b.holders_known, b.kernel_only) for b in snap.buffers}
+    assert got[40003] == (0, True, False)  # count 2 = fds 9 and 5
+
+
+def test_hostile_links_are_said_to_lead_outside_never_denied(capsys: pytest.CaptureFixture[str]) -> None:
+    tree = FIXTURES / "hostile-links"
+    snap = snap_of("hostile-links")
+    assert snap.denied_pids == ()
+    assert {e.kind for e in snap.errors} == {"outside"}
+    links = {os.path.relpath(e.error.split(" leads outside the capture", 1)[0], tree) for e in snap.errors}
+    assert links <= OUTSIDE_LINKS.keys()
+    assert len(links & OUTSIDE_REFUSED_ONE_OF) == 1 and links - OUTSIDE_REFUSED_ONE_OF == OUTSIDE_REFUSED
+    assert len(snap.errors) == len(links) == 8  # one each, though 667's fd table and maps both lead out
+    for e in snap.errors:
+        assert e.error.endswith(f" (to {OUTSIDE_LINKS[os.path.relpath(e.error.split(' leads', 1)[0], tree)]})")
+    assert main(["--tree", str(tree), "list"]) == 0
+    err = capsys.readouterr().err
+    assert "dmabuf-inspect: 8 links lead outside the capture and were not followed" in err
+    assert "permission denied" not in err.lower()
+    assert main(["--tree", str(tree), "dump"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {e["kind"] for e in doc["errors"]} == {"outside"} and doc["denied_pids"] == []
 
 
 def test_legacy_tree_lists_bufinfo_buffers_and_says_fds_cannot_be_joined() -> None:
@@ -107,7 +209,7 @@ def test_legacy_tree_lists_bufinfo_buffers_and_says_fds_cannot_be_joined() -> No
 def test_dump_validates_against_the_schema(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--tree", str(FIXTURES / name), "dump", "-q"]) == 0
     doc: dict[str, Any] = json.loads(capsys.readouterr().out)
-    jsonschema.validate(doc, load_schema())
+    jsonschema.validate(doc, schemas.load(schemas.SNAPSHOT))
     assert doc == json.loads(json.dumps(snapshot_to_dict(snap_of(name)) | {"taken_at": doc["taken_at"]}))
 
 

@@ -14,9 +14,7 @@ from typing import Any
 import pytest
 
 from dmabuf_inspect.kernel import fdwalk
-from dmabuf_inspect.kernel import reader as roots_mod
-from dmabuf_inspect.kernel.reader import Roots
-from dmabuf_inspect.scan import snapshot as snapshot_mod
+from dmabuf_inspect.kernel.reader import Roots, Tree
 from dmabuf_inspect.scan.snapshot import collect
 
 DMABUF_DEV = 0xD4B
@@ -48,14 +46,20 @@ def make_tree(tmp_path: Path, fds: dict[int, str], inodes: dict[int, int], bufin
         rows = "".join(ROW.format(**r) for r in bufinfo_rows)
         (debug / "bufinfo").write_text(BUFINFO.format(rows=rows, n=len(bufinfo_rows), total=0))
     (tmp_path / "dev").mkdir()
-    return Roots.from_tree(str(tmp_path))
+    return Roots(
+        proc_root=str(tmp_path / "proc"),
+        sys_root=str(tmp_path / "sys"),
+        debugfs_root=str(tmp_path / "sys" / "kernel" / "debug"),
+        dev_root=str(tmp_path / "dev"),
+        live=True,  # pretend the tree is /proc: fd links are stat()ed
+    )
 
 
 @pytest.fixture
 def live(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     """Pretend the tree is /proc: fd links are stat()ed, with dev/ino from a table."""
     calls: dict[str, Any] = {"stat": 0, "readlink": 0, "fdinfo": [], "inodes": {}}
-    real_stat, real_readlink, real_read = os.stat, os.readlink, roots_mod.read_bytes
+    real_stat, real_readlink, real_read = os.stat, os.readlink, Tree.read
 
     def fake_stat(path: Any, *, dir_fd: int | None = None, follow_symlinks: bool = True) -> os.stat_result:
         if dir_fd is None:
@@ -71,18 +75,17 @@ def live(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
 
     def fake_readlink(path: Any, *, dir_fd: int | None = None) -> str:
         calls["readlink"] += 1
-        return real_readlink(path, dir_fd=dir_fd)
+        return str(real_readlink(path, dir_fd=dir_fd))
 
-    def counting_read(root: str, path: str, **kw: Any) -> bytes:
-        if "/fdinfo/" in path:
-            calls["fdinfo"].append(path.rsplit("/", 1)[1])
-        return real_read(root, path, **kw)
+    def counting_read(self: Tree, rel: str, limit: int = 1 << 24) -> bytes:
+        if "/fdinfo/" in rel:
+            calls["fdinfo"].append(rel.rsplit("/", 1)[1])
+        return real_read(self, rel, limit)
 
     monkeypatch.setattr(os, "stat", fake_stat)
     monkeypatch.setattr(fdwalk, "fds_by_inode", fdwalk.fds_by_inode_py)  # the C walk would not see fake_stat
     monkeypatch.setattr(os, "readlink", fake_readlink)
-    monkeypatch.setattr(snapshot_mod, "read_bytes", counting_read)
-    monkeypatch.setattr(Roots, "live", property(lambda self: True))
+    monkeypatch.setattr(Tree, "read", counting_read)
     calls["tmp"] = tmp_path
     return calls
 
