@@ -25,12 +25,13 @@ from dataclasses import asdict, dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "tui"))
+sys.path.insert(0, HERE)
 
-from tui_fakes import synthetic  # noqa: E402
+from synthetic import synthetic  # noqa: E402
 
 from dmabuf_inspect.model import Snapshot  # noqa: E402
 from dmabuf_inspect.tui.app import DmabufInspectApp  # noqa: E402
+from dmabuf_inspect.tui.screens import MainScreen  # noqa: E402
 from dmabuf_inspect.tui.viewdata import ViewData, prepare  # noqa: E402
 
 BUDGET_MS = 200.0
@@ -102,8 +103,6 @@ async def _measure(scenario: str, n_buffers: int, n_procs: int, repeat: int) -> 
             t3 = time.perf_counter()
             await pilot.pause()
             idle_s.append(time.perf_counter() - t3)
-        from dmabuf_inspect.tui.screens import MainScreen
-
         screen = app.screen
         assert isinstance(screen, MainScreen)
         selected = len(screen.buffers.all_rows)

@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 
 from dmabuf_inspect.model import Buffer, Holder, Process, Snapshot
 
-KERNEL_PID = -1  # the pseudo-process that holds the buffers no process holds
+KERNEL_PID = -1  # the pseudo-process that holds the buffers only the kernel holds (Buffer.kernel_only)
+# The pseudo-process of the buffers no process was seen holding where one may hold them unseen
+# (Buffer.kernel_only None: fds that could not be tied to a buffer, before 5.3). Never shown as
+# the kernel's.
+UNSEEN_PID = -2
+PSEUDO_PIDS = (KERNEL_PID, UNSEEN_PID)
 
 
 class Change(enum.Enum):
@@ -59,11 +64,12 @@ class SnapshotDiff:
 
 
 def holdings(snap: Snapshot) -> dict[int, dict[int, tuple[Buffer, Holder | None]]]:
-    """pid -> inode -> (buffer, holder); buffers no process holds go to KERNEL_PID."""
+    """pid -> inode -> (buffer, holder); buffers no process was seen holding go to KERNEL_PID
+    (only the kernel holds them) or UNSEEN_PID (a process may hold them unseen)."""
     out: dict[int, dict[int, tuple[Buffer, Holder | None]]] = {}
     for b in snap.buffers:
         if not b.holders:
-            out.setdefault(KERNEL_PID, {})[b.inode] = (b, None)
+            out.setdefault(KERNEL_PID if b.holders_known else UNSEEN_PID, {})[b.inode] = (b, None)
         for h in b.holders:
             out.setdefault(h.pid, {})[b.inode] = (b, h)
     return out
@@ -131,20 +137,21 @@ def diff_snapshots(
     for old_p in old_procs.values():
         processes[old_p.pid] = Change.GONE
         gone_processes.append(old_p)
-    if KERNEL_PID in cur_h and KERNEL_PID not in prev_h:
-        processes[KERNEL_PID] = Change.NEW
-    elif KERNEL_PID in prev_h and KERNEL_PID not in cur_h:
-        processes[KERNEL_PID] = Change.GONE
-    elif KERNEL_PID in cur_h and sum(b.size_bytes for b, _ in cur_h[KERNEL_PID].values()) > sum(
-        b.size_bytes for b, _ in prev_h[KERNEL_PID].values()
-    ):
-        processes[KERNEL_PID] = Change.GREW
+    for pseudo in PSEUDO_PIDS:
+        if pseudo in cur_h and pseudo not in prev_h:
+            processes[pseudo] = Change.NEW
+        elif pseudo in prev_h and pseudo not in cur_h:
+            processes[pseudo] = Change.GONE
+        elif pseudo in cur_h and sum(b.size_bytes for b, _ in cur_h[pseudo].values()) > sum(
+            b.size_bytes for b, _ in prev_h[pseudo].values()
+        ):
+            processes[pseudo] = Change.GREW
 
     held: dict[tuple[int, int], Change] = {}
     gone_holdings: dict[int, tuple[tuple[Buffer, Holder | None], ...]] = {}
     for pid, now in cur_h.items():
         before = prev_h.get(pid, {})
-        if processes.get(pid) is Change.NEW and pid != KERNEL_PID:
+        if processes.get(pid) is Change.NEW and pid not in PSEUDO_PIDS:
             before = {}
         for inode, (b, h) in now.items():
             was = before.get(inode)

@@ -30,8 +30,10 @@ def make_app(roots: Roots, interval_s: float) -> DmabufInspectApp:
     """The app, scanning `roots` with `snapshot.collect` every `interval_s` seconds."""
     from dmabuf_inspect.scan.snapshot import collect
     from dmabuf_inspect.tui.app import DmabufInspectApp
+    from dmabuf_inspect.tui.state import Source
 
-    return DmabufInspectApp(functools.partial(collect, roots), interval_s=interval_s, source=source_label(roots))
+    source = Source(source_label(roots), live=roots.live)
+    return DmabufInspectApp(functools.partial(collect, roots), interval_s=interval_s, source=source)
 
 
 def run_tui(roots: Roots, interval_s: float) -> int:

@@ -4,6 +4,9 @@ A scan (`collector`, blocking I/O) and `prepare()` (diff + formatted rows) run i
 `@work(thread=True, exclusive=True)` worker; its immutable `ViewData` is posted back and
 applied in one `batch_update()`. A tick while a scan is still running is skipped, so a slow
 scan never piles up threads and never freezes the screen.
+
+The app owns the `TuiState` and gives it to the screens it makes; it imports the screens, they
+never import it.
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from dmabuf_inspect.bench.cache import BenchCache, CacheReader
 from dmabuf_inspect.errors import describe_oserror
 from dmabuf_inspect.model import Snapshot
 from dmabuf_inspect.textsafe import escape
+from dmabuf_inspect.tui import proclook
 from dmabuf_inspect.tui.export import ViewState, export_document, write_export
-from dmabuf_inspect.tui.screens import BufferScreen, HelpScreen, MainScreen, ViewScreen
+from dmabuf_inspect.tui.proclook import ProcessLooker
+from dmabuf_inspect.tui.screens import BufferScreen, HelpScreen, MainScreen, ProcessScreen, ViewScreen
+from dmabuf_inspect.tui.state import LIVE, Source, TuiState
 from dmabuf_inspect.tui.viewdata import ViewData, prepare
 from dmabuf_inspect.tui.widgets.rowtable import RowTable
 
@@ -45,7 +51,7 @@ class DmabufInspectApp(App[int]):
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("p", "toggle_pause", "Pause", tooltip="Pause or resume the live refresh"),
         Binding("r", "refresh_now", "Refresh", tooltip="Scan now"),
-        Binding("e", "export", "Export JSON", tooltip="Write the current view to a JSON file"),
+        Binding("e", "export", "Export", tooltip="Write the current view to a JSON file"),
     ]
 
     class ViewReady(Message):
@@ -72,70 +78,90 @@ class DmabufInspectApp(App[int]):
         collector: Collector,
         *,
         interval_s: float = 2.0,
-        source: str = "live",
+        source: Source = LIVE,
         export_dir: str | None = None,
         mmap_costs: Mapping[int, str] | None = None,
         bench_cache_dir: str | None = None,
+        look_process: ProcessLooker | None = None,
         cursor_blink: bool = True,
     ) -> None:
+        """LOOK_PROCESS asks about one process for its detail screen; by default psutil on the
+        live machine, and nothing for a capture."""
         super().__init__()
         self.collector = collector
-        self.interval_s = interval_s
-        self.source = source
+        if look_process is None and source.live:
+            look_process = proclook.look
+        self.state = TuiState(
+            source=source,
+            interval_s=interval_s,
+            mmap_costs=dict(mmap_costs or {}),
+            look_process=look_process if source.live else None,
+        )
         self.export_dir = export_dir if export_dir is not None else os.getcwd()
-        # inode -> what touching it from the CPU costs, filled by whoever measured it; may stay empty
-        self.mmap_costs: dict[int, str] = dict(mmap_costs or {})
         self._bench_reader = CacheReader(bench_cache_dir)  # used by the scan worker only
-        self.bench: BenchCache | None = None
-        """`dmabuf-inspect bench` results cached for the scanned kernel; read with each scan."""
-        self.bench_problem: str | None = None
-        """Why the bench cache could not be read, when it exists but could not."""
         self.cursor_blink = cursor_blink
-        self.view: ViewData | None = None
-        """The snapshot on screen, indexed; None until the first scan is in."""
-        self.paused = False
-        """While paused, ticks do not scan; `r` still does."""
-        self.scanning = False
-        """A scan is in flight; ticks wait for it instead of starting another."""
-        self.last_error: str | None = None
         self.last_export: str | None = None
         self.last_export_error: str | None = None
         self.last_apply_s: float | None = None
         """Seconds the UI thread spent applying the last refresh."""
         self.scans = 0
 
+    # What the screens show lives in `state`; these read it, for callers and tests.
+
+    @property
+    def view(self) -> ViewData | None:
+        return self.state.view
+
+    @property
+    def paused(self) -> bool:
+        return self.state.paused
+
+    @property
+    def scanning(self) -> bool:
+        return self.state.scanning
+
+    @property
+    def last_error(self) -> str | None:
+        return self.state.last_error
+
+    @property
+    def source(self) -> str:
+        return self.state.source.label
+
     def get_default_screen(self) -> Screen[None]:
-        return MainScreen()
+        return MainScreen(self.state)
 
     def on_mount(self) -> None:
         if not self.cursor_blink:
             for box in self.query(Input):
                 box.cursor_blink = False
-        self.set_interval(self.interval_s, self._tick, name="refresh")
+        self.set_interval(self.state.interval_s, self._tick, name="refresh")
         self.start_scan()
 
     # -- scanning ---------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        if not self.paused:
+        if not self.state.paused:
             self.start_scan()
 
     def start_scan(self) -> bool:
         """Start a scan unless one is running; returns whether one was started."""
-        if self.scanning:
+        state = self.state
+        if state.scanning:
             return False
-        self.scanning = True
-        self._collect(self.view.snapshot if self.view is not None else None)
+        state.scanning = True
+        self._collect(state.view.snapshot if state.view is not None else None, state.source.live)
         self._update_chrome()
         return True
 
     @work(thread=True, exclusive=True, group="collect", exit_on_error=False)
-    def _collect(self, previous: Snapshot | None) -> None:
+    def _collect(self, previous: Snapshot | None, live: bool) -> None:
         worker = get_current_worker()
         try:
             snapshot = self.collector()
             view = prepare(snapshot, previous)
-            bench = self._bench_reader.read(snapshot.kernel)
+            # bench results measure this machine: they say nothing about a capture's
+            bench = self._bench_reader.read(snapshot.kernel) if live else (None, None)
         except OSError as exc:
             if not worker.is_cancelled:
                 self.post_message(self.ScanFailed(describe_oserror("scanning", exc)))
@@ -149,41 +175,33 @@ class DmabufInspectApp(App[int]):
 
     @on(ViewReady)
     def _view_ready(self, message: ViewReady) -> None:
-        self.scanning = False
+        self.state.scanning = False
         self.scans += 1
-        self.bench, self.bench_problem = message.bench
+        self.state.bench, self.state.bench_problem = message.bench
         self.apply_view(message.view)
 
     @on(ScanFailed)
     def _scan_failed(self, message: ScanFailed) -> None:
-        self.scanning = False
-        self.last_error = message.error
+        self.state.scanning = False
+        self.state.last_error = message.error
         self._update_chrome()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "collect" and event.state in (WorkerState.CANCELLED, WorkerState.ERROR):
-            self.scanning = False
+            self.state.scanning = False
             self._update_chrome()
 
     def apply_view(self, view: ViewData) -> None:
         """Show a prepared view on every screen of the stack (UI thread)."""
         t0 = time.perf_counter()
-        self.view = view
-        self.last_error = None
+        self.state.view = view
+        self.state.last_error = None
         with self.batch_update():
             for screen in self.screen_stack:
                 if isinstance(screen, ViewScreen) and screen.is_mounted:
                     screen.show_view(view)
                     screen.update_chrome()
         self.last_apply_s = time.perf_counter() - t0
-
-    def set_mmap_cost(self, inode: int, text: str) -> None:
-        """Record what touching buffer `inode` from the CPU costs; an open detail screen shows it."""
-        self.mmap_costs[inode] = text
-        if self.view is not None:
-            for screen in self.screen_stack:
-                if isinstance(screen, BufferScreen) and screen.inode == inode and screen.is_mounted:
-                    screen.show_view(self.view)
 
     def _update_chrome(self) -> None:
         for screen in self.screen_stack:
@@ -193,7 +211,7 @@ class DmabufInspectApp(App[int]):
     # -- actions ----------------------------------------------------------------------------
 
     def action_toggle_pause(self) -> None:
-        self.paused = not self.paused
+        self.state.paused = not self.state.paused
         self.notify("Paused: r still scans on demand" if self.paused else "Live again", timeout=2)
         self._update_chrome()
 
@@ -214,12 +232,13 @@ class DmabufInspectApp(App[int]):
             ("processes: ", list(MainScreen.BINDINGS)),
             ("tables: ", list(RowTable.BINDINGS)),
             ("buffer: ", list(BufferScreen.BINDINGS)),
+            ("process: ", list(ProcessScreen.BINDINGS)),
         ]
         for prefix, bindings in groups:
             for b in bindings:
                 if not isinstance(b, Binding):
                     continue
-                if not b.show and b.key != "escape":
+                if not (b.show or b.tooltip or b.key == "escape"):
                     continue
                 shown = b.key_display or {"slash": "/", "question_mark": "?"}.get(b.key, b.key)
                 out.append((shown, prefix + (b.tooltip or b.description)))
@@ -233,7 +252,7 @@ class DmabufInspectApp(App[int]):
         if view is None or not isinstance(screen, ViewScreen):
             self.notify("Nothing to export yet", severity="warning", markup=False)
             return
-        self._write_export(view, screen.view_state(), dict(self.mmap_costs), self.bench)
+        self._write_export(view, screen.view_state(), dict(self.state.mmap_costs), self.state.bench)
 
     @work(thread=True, group="export", exit_on_error=False)
     def _write_export(self, view: ViewData, state: ViewState, costs: dict[int, str], bench: BenchCache | None) -> None:

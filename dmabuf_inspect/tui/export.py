@@ -5,7 +5,8 @@ the rows each table shows), so the UI never waits for it. Schema `dmabuf-inspect
 `view` holds what was on screen (sort, filter, rows in screen order, changes since the last
 refresh; on the buffer screen, `buffer.mmap_cost`, the cost set for that buffer, or else
 `buffer.mmap_cost_bench`, the cached `dmabuf-inspect bench` medians of its exporter that the
-screen shows); `snapshot` is the `dmabuf-inspect/1` document of `jsonout`.
+screen shows; on the process screen, `process` and its `buffers`); `snapshot` is the
+`dmabuf-inspect/1` document of `jsonout`. Columns are named by their keys (`sort: "rss_bytes"`).
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from dmabuf_inspect.bench.cache import BenchCache, ExporterCost
 from dmabuf_inspect.model import Buffer, Holder
-from dmabuf_inspect.scan.diff import KERNEL_PID, Change
+from dmabuf_inspect.scan.diff import KERNEL_PID, PSEUDO_PIDS, UNSEEN_PID, Change
 from dmabuf_inspect.scan.jsonout import buffer_to_dict, process_to_dict, snapshot_to_dict
 from dmabuf_inspect.textsafe import json_name
-from dmabuf_inspect.tui.viewdata import KERNEL_COMMAND, ColumnSpec, Row, ViewData
+from dmabuf_inspect.tui.table import Row, Table
+from dmabuf_inspect.tui.viewdata import PROCESSES, ViewData
 
 SCHEMA_ID = "dmabuf-inspect-view/1"
 
@@ -32,15 +33,15 @@ SCHEMA_ID = "dmabuf-inspect-view/1"
 class TableState:
     """One table as the user sees it."""
 
-    columns: tuple[ColumnSpec, ...]
-    sort_column: int
+    table: Table[Any]
+    sort: str  # the key of the column sorted by
     descending: bool
     filter: str
     rows: tuple[Row, ...]  # filtered and sorted, as on screen
 
     def header(self) -> dict[str, Any]:
         return {
-            "sort": self.columns[self.sort_column].key,
+            "sort": self.sort,
             "descending": self.descending,
             "filter": self.filter,
         }
@@ -48,7 +49,7 @@ class TableState:
 
 @dataclass(frozen=True, slots=True)
 class ViewState:
-    screen: str  # "processes" or "buffer"
+    screen: str  # "processes", "buffer" or "process"
     processes: TableState | None = None
     buffers: TableState | None = None
     selected_pid: int | None = None
@@ -71,20 +72,20 @@ def _holder_of(view: ViewData, pid: int, inode: int) -> Holder | None:
 def _process_rows(view: ViewData, table: TableState) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for row in table.rows:
-        mix = view.exporter_mix.get(row.key, Counter())
-        if row.key == KERNEL_PID:
+        mix = view.exporter_mix.get(row.key, ())
+        if row.key in PSEUDO_PIDS:
             entry: dict[str, Any] = {
                 "pid": None,
-                "comm": KERNEL_COMMAND,
-                "buffers": row.sort[4],
-                "rss_bytes": row.sort[5],
+                "comm": view.command_of(row.key),
+                "buffers": PROCESSES.value(row, "buffers"),
+                "rss_bytes": PROCESSES.value(row, "rss_bytes"),
             }
         else:
             p = view.process_by_pid.get(row.key)
             if p is None:
                 continue
             entry = process_to_dict(p)
-        entry["exporters"] = {json_name(e)[0]: n for e, n in sorted(mix.items())}
+        entry["exporters"] = {json_name(e)[0]: n for e, n in sorted(mix)}
         entry["change"] = row.change.value
         out.append(entry)
     return out
@@ -147,11 +148,15 @@ def export_document(
         doc["processes"] = {**state.processes.header(), "rows": _process_rows(view, state.processes)}
     if state.buffers is not None:
         doc["buffers"] = {
-            "pid": None if state.selected_pid == KERNEL_PID else state.selected_pid,
-            "kernel_only": state.selected_pid == KERNEL_PID,
+            "pid": None if state.selected_pid in PSEUDO_PIDS else state.selected_pid,
+            "kernel_only": state.selected_pid == KERNEL_PID,  # the buffers only the kernel holds
+            "holder_unknown": state.selected_pid == UNSEEN_PID,  # no process seen, one may hold them unseen
             **state.buffers.header(),
             "rows": _buffer_rows(view, state.buffers, state.selected_pid),
         }
+    if state.screen == "process" and state.selected_pid is not None:
+        p = view.process_by_pid.get(state.selected_pid)
+        doc["process"] = None if p is None else {**process_to_dict(p), "change": view.diff.process(p.pid).value}
     if state.inode is not None:
         doc["buffer"] = _buffer_detail(view, state.inode, costs or {}, bench)
         if state.holders is not None:

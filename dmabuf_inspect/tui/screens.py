@@ -1,50 +1,48 @@
-"""The screens: processes with their buffers (main), one buffer's detail, and help."""
+"""The screens: processes with their buffers (main), one buffer's detail, one process's detail, help.
+
+Every screen gets the app's `TuiState` when it is made and only reads it; the app tells the
+screens when it changed (`show_view`, `update_chrome`). No screen imports the app.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
-from textual import events, on
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, Static
+from textual.worker import get_current_worker
 
-from dmabuf_inspect.scan.diff import KERNEL_PID, Change
+from dmabuf_inspect.model import Process
+from dmabuf_inspect.scan.diff import KERNEL_PID, PSEUDO_PIDS, UNSEEN_PID, Change
+from dmabuf_inspect.scan.views import plural
 from dmabuf_inspect.tui.export import TableState, ViewState, mmap_cost_of
+from dmabuf_inspect.tui.proclook import ProcessLook
+from dmabuf_inspect.tui.state import TuiState
 from dmabuf_inspect.tui.text import (
+    PAUSED,
     attachments_lines,
     banner_lines,
     buffer_facts,
+    bufinfo_read,
     fences_lines,
     header_lines,
     heap_lines,
+    process_facts,
 )
-from dmabuf_inspect.tui.viewdata import (
-    BUFFER_COLUMNS,
-    BUFFER_DEFAULT_SORT,
-    EMPTY,
-    EXPORTER_COLUMNS,
-    EXPORTER_DEFAULT_SORT,
-    HOLDER_COLUMNS,
-    HOLDER_DEFAULT_SORT,
-    PROCESS_COLUMNS,
-    PROCESS_DEFAULT_SORT,
-    ViewData,
-    holder_rows,
-)
+from dmabuf_inspect.tui.viewdata import BUFFERS, EMPTY, EXPORTERS, HOLDERS, PROCESSES, ViewData, holder_rows
 from dmabuf_inspect.tui.widgets.rowtable import RowTable
-
-if TYPE_CHECKING:
-    from dmabuf_inspect.tui.app import DmabufInspectApp
 
 
 def table_state(table: RowTable) -> TableState:
     return TableState(
-        columns=table.columns,
-        sort_column=table.sort_column,
+        table=table.table,
+        sort=table.sort_key,
         descending=table.sort_descending,
         filter=table.filter_text,
         rows=table.rows,
@@ -52,46 +50,55 @@ def table_state(table: RowTable) -> TableState:
 
 
 def _sort_text(table: RowTable) -> str:
-    label = table.columns[table.sort_column].label or "change"
-    return f"sort {label} {'▼' if table.sort_descending else '▲'}"
+    return f"sort {table.sort_label} {'▼' if table.sort_descending else '▲'}"
+
+
+def facts_text(pairs: list[tuple[str, str]]) -> Text:
+    width = max((len(k) for k, _ in pairs), default=0)
+    return Text("\n".join(f"{k:<{width}}  {v}" for k, v in pairs), no_wrap=True, overflow="ellipsis")
+
+
+def footer() -> Footer:
+    """The key bar, compact so that an 80-column terminal shows every key."""
+    return Footer(compact=True)
 
 
 class ViewScreen(Screen[None]):
     """A screen that shows the latest ViewData, with the header and banner on top."""
 
-    @property
-    def dmabuf_app(self) -> DmabufInspectApp:
-        from dmabuf_inspect.tui.app import DmabufInspectApp
-
-        app = self.app
-        assert isinstance(app, DmabufInspectApp)
-        return app
+    def __init__(self, state: TuiState) -> None:
+        super().__init__()
+        self.state = state
 
     def compose_chrome(self) -> ComposeResult:
         yield Static(id="summary", classes="summary")
         yield Static(id="banner", classes="banner")
 
     def on_mount(self) -> None:
-        view = self.dmabuf_app.view
+        view = self.state.view
         self.update_chrome()
         if view is not None:
             self.show_view(view)
 
     def update_chrome(self) -> None:
         """Header and banner; cheap, called whenever the refresh state changes."""
-        app = self.dmabuf_app
-        view = app.view
+        state = self.state
+        snap = state.view.snapshot if state.view else None
         first, second = header_lines(
-            view.snapshot if view else None,
-            source=app.source,
-            paused=app.paused,
-            interval_s=app.interval_s,
-            scanning=app.scanning,
+            snap,
+            source=state.source.label,
+            live=state.source.live,
+            paused=state.paused,
+            interval_s=state.interval_s,
+            scanning=state.scanning,
         )
         summary = Text(f"{first}\n{second}", no_wrap=True, overflow="ellipsis")
+        if state.paused:
+            start = len(first) + 1
+            summary.stylize("bold reverse", start, start + len(PAUSED))
         self.query_one("#summary", Static).update(summary)
         banner = self.query_one("#banner", Static)
-        lines = banner_lines(view.snapshot if view else None, app.last_error)
+        lines = banner_lines(snap, state.last_error, live=state.source.live)
         banner.update(Text("\n".join(lines)))
         banner.set_class(bool(lines), "shown")
 
@@ -101,6 +108,13 @@ class ViewScreen(Screen[None]):
     def view_state(self) -> ViewState:
         raise NotImplementedError
 
+    def open_process(self, pid: int) -> None:
+        """The detail of process PID (not of the pseudo-process of the buffers no process holds)."""
+        if pid in PSEUDO_PIDS:
+            self.notify("That row is not a process: it gathers the buffers no process was seen holding", timeout=3)
+            return
+        self.app.push_screen(ProcessScreen(self.state, pid))
+
 
 class MainScreen(ViewScreen):
     """Processes (top), the buffers of the highlighted one (bottom), exporters and heaps (side)."""
@@ -108,13 +122,14 @@ class MainScreen(ViewScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "filter", "Filter", tooltip="Filter the focused table"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
-        Binding("x", "toggle_side", "Exporters", tooltip="Show or hide the exporter and heap panel"),
+        Binding("i", "process", "Process", tooltip="Details of the highlighted process: its memory, its parents"),
+        Binding("x", "toggle_side", "Side", tooltip="Show or hide the exporter and heap panel"),
     ]
 
     SIDE_MIN_WIDTH = 150  # narrower screens start with the exporter panel hidden (x shows it)
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, state: TuiState) -> None:
+        super().__init__(state)
         self._filter_target = "processes"
         self._pid: int | None = None
         self._side_toggled = False
@@ -124,28 +139,20 @@ class MainScreen(ViewScreen):
         with Horizontal(id="body"):
             with Vertical(id="main"):
                 yield Label("Processes", id="processes-title", classes="title")
-                yield RowTable(
-                    PROCESS_COLUMNS, id="processes", sort_column=PROCESS_DEFAULT_SORT, empty_text="scanning…"
-                )
+                yield RowTable(PROCESSES, id="processes", empty_text="scanning…")
                 yield Label("Buffers", id="buffers-title", classes="title")
-                yield RowTable(
-                    BUFFER_COLUMNS, id="buffers", sort_column=BUFFER_DEFAULT_SORT, empty_text="select a process"
-                )
+                yield RowTable(BUFFERS, id="buffers", empty_text="select a process")
             with Vertical(id="side"):
                 yield Label("Exporters", classes="title")
                 yield RowTable(
-                    EXPORTER_COLUMNS,
-                    id="exporters",
-                    sort_column=EXPORTER_DEFAULT_SORT,
-                    empty_text="no buffers",
-                    cursor_blurred=False,
+                    EXPORTERS, id="exporters", empty_text="no buffers", cursor_blurred=False, selectable=False
                 )
                 yield Label("Heaps", classes="title")
                 yield Static(id="heaps")
         with Horizontal(id="filter-bar"):
             yield Label("Filter processes", id="filter-label")
             yield Input(placeholder="pid, command, user, exporter…", id="filter", compact=True)
-        yield Footer()
+        yield footer()
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -180,7 +187,7 @@ class MainScreen(ViewScreen):
         buffers.set_data(data, reset=reset)
 
     def _titles(self) -> None:
-        view = self.dmabuf_app.view
+        view = self.state.view
         p = self.processes
         shown, total = len(p.rows), len(p.all_rows)
         count = f"{shown} of {total}" if p.filter_text else str(total)
@@ -189,22 +196,28 @@ class MainScreen(ViewScreen):
             Text(f"Processes ({count}) · {_sort_text(p)}{filt}", no_wrap=True, overflow="ellipsis")
         )
         b = self.buffers
+        unjoined = ""
         if self._pid is None or view is None:
             who = ""
         elif self._pid == KERNEL_PID:
             who = " held only by the kernel"
+        elif self._pid == UNSEEN_PID:
+            who = " no process was seen holding (one may hold them unseen)"
         else:
             who = f" of {self._pid} {view.command_of(self._pid)}"
+            proc = view.process_by_pid.get(self._pid)
+            if proc is not None and proc.unjoined_fds:
+                unjoined = f" + {plural(len(proc.unjoined_fds), 'fd')} not tied to a buffer"
         shown, total = len(b.rows), len(b.all_rows)
         count = f"{shown} of {total}" if b.filter_text else str(total)
         filt = f" · filter “{b.filter_text}”" if b.filter_text else ""
         self.query_one("#buffers-title", Label).update(
-            Text(f"Buffers{who} ({count}) · {_sort_text(b)}{filt}", no_wrap=True, overflow="ellipsis")
+            Text(f"Buffers{who} ({count}{unjoined}) · {_sort_text(b)}{filt}", no_wrap=True, overflow="ellipsis")
         )
 
     @on(RowTable.Highlighted, "#processes")
     def _process_highlighted(self, event: RowTable.Highlighted) -> None:
-        view = self.dmabuf_app.view
+        view = self.state.view
         if view is not None and event.key != self._pid:
             self._show_buffers(view, event.key, reset=True)
             self._titles()
@@ -219,7 +232,12 @@ class MainScreen(ViewScreen):
 
     @on(RowTable.Selected, "#buffers")
     def _buffer_selected(self, event: RowTable.Selected) -> None:
-        self.app.push_screen(BufferScreen(event.key))
+        self.app.push_screen(BufferScreen(self.state, event.key))
+
+    def action_process(self) -> None:
+        pid = self.processes.cursor_key
+        if pid is not None:
+            self.open_process(pid)
 
     def action_filter(self) -> None:
         focused = self.focused
@@ -282,8 +300,8 @@ class BufferScreen(ViewScreen):
         Binding("backspace", "back", "Back", show=False),
     ]
 
-    def __init__(self, inode: int) -> None:
-        super().__init__()
+    def __init__(self, state: TuiState, inode: int) -> None:
+        super().__init__(state)
         self.inode = inode
 
     def compose(self) -> ComposeResult:
@@ -292,17 +310,12 @@ class BufferScreen(ViewScreen):
             yield Label(f"Buffer {self.inode}", id="detail-title", classes="title")
             yield Static(id="facts")
             yield Label("Holders", id="holders-title", classes="title")
-            yield RowTable(
-                HOLDER_COLUMNS,
-                id="holders",
-                sort_column=HOLDER_DEFAULT_SORT,
-                empty_text="no process holds it: only the kernel does",
-            )
+            yield RowTable(HOLDERS, id="holders", empty_text="no process holds it")
             yield Label("Attachments (importing devices)", classes="title")
             yield Static(id="attachments")
             yield Label("Fences", classes="title")
             yield Static(id="fences")
-        yield Footer()
+        yield footer()
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -315,23 +328,34 @@ class BufferScreen(ViewScreen):
             facts.update(Text(f"Buffer {self.inode} is not in this scan.", no_wrap=True))
             return
         change = view.diff.buffer(self.inode)
-        bufinfo_ok = view.snapshot.sources.get("bufinfo") == "ok"
-        app = self.dmabuf_app
-        cost, bench = mmap_cost_of(b, app.mmap_costs, app.bench)
-        pairs = buffer_facts(b, change, cost, bufinfo_ok=bufinfo_ok, bench=bench, bench_problem=app.bench_problem)
-        width = max(len(k) for k, _ in pairs)
-        lines = "\n".join(f"{k:<{width}}  {v}" for k, v in pairs)
-        facts.update(Text(lines, no_wrap=True, overflow="ellipsis"))
+        bufinfo_ok = bufinfo_read(view.snapshot)
+        state = self.state
+        live = state.source.live
+        cost, bench = mmap_cost_of(b, state.mmap_costs, state.bench)
+        pairs = buffer_facts(
+            b, change, cost, bufinfo_ok=bufinfo_ok, bench=bench, bench_problem=state.bench_problem, live=live
+        )
+        facts.update(facts_text(pairs))
+        name = f"Buffer {self.inode}" if self.inode >= 0 else "Buffer (inode unknown)"
         self.query_one("#detail-title", Label).update(
-            Text(f"Buffer {self.inode}" + (" · GONE" if change is Change.GONE else ""), no_wrap=True)
+            Text(name + (" · GONE" if change is Change.GONE else ""), no_wrap=True)
         )
         holders = self.query_one("#holders", RowTable)
+        holders.empty_text = (
+            "no process holds it: only the kernel does"
+            if b.kernel_only
+            else "no process was seen holding it, but one may: some dma-buf fds could not be tied to a buffer"
+        )
         holders.set_data(holder_rows(view, self.inode))
-        self.query_one("#holders-title", Label).update(f"Holders ({len(holders.all_rows)} processes)")
+        self.query_one("#holders-title", Label).update(f"Holders ({plural(len(holders.all_rows), 'process')})")
         self.query_one("#attachments", Static).update(
             Text("\n".join(attachments_lines(b, bufinfo_ok=bufinfo_ok)), no_wrap=True)
         )
         self.query_one("#fences", Static).update(Text("\n".join(fences_lines(b, bufinfo_ok=bufinfo_ok)), no_wrap=True))
+
+    @on(RowTable.Selected, "#holders")
+    def _holder_selected(self, event: RowTable.Selected) -> None:
+        self.open_process(event.key)
 
     def action_back(self) -> None:
         self.dismiss()
@@ -339,6 +363,104 @@ class BufferScreen(ViewScreen):
     def view_state(self) -> ViewState:
         holders = table_state(self.query_one("#holders", RowTable))
         return ViewState(screen="buffer", inode=self.inode, holders=holders)
+
+
+class ProcessScreen(ViewScreen):
+    """One process: its dma-bufs (from the scan), its own memory and its parents (psutil, live only)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("backspace", "back", "Back", show=False),
+    ]
+
+    class Looked(Message):
+        """psutil answered about the process (posted from the worker thread)."""
+
+        def __init__(self, look: ProcessLook) -> None:
+            super().__init__()
+            self.look = look
+
+    def __init__(self, state: TuiState, pid: int) -> None:
+        super().__init__(state)
+        self.pid = pid
+        self.look: ProcessLook | None = None
+        """psutil's latest answer; None until the first one."""
+        self.looks = 0
+        """How many times psutil was asked (once per refresh while the screen is open)."""
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_chrome()
+        with VerticalScroll(id="detail"):
+            yield Label(f"Process {self.pid}", id="detail-title", classes="title")
+            yield Static(id="facts")
+            yield Label("Buffers", id="process-buffers-title", classes="title")
+            yield RowTable(BUFFERS, id="process-buffers", empty_text="no buffers")
+        yield footer()
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#process-buffers", RowTable).focus()
+
+    def _process(self, view: ViewData) -> Process | None:
+        return view.process_by_pid.get(self.pid)
+
+    def show_view(self, view: ViewData) -> None:
+        p = self._process(view)
+        facts = self.query_one("#facts", Static)
+        if p is None:
+            facts.update(Text(f"Process {self.pid} holds no dma-buf in this scan.", no_wrap=True))
+            return
+        change = view.diff.process(self.pid)
+        self._show_facts(view, p, change)
+        self.query_one("#detail-title", Label).update(
+            Text(f"Process {p.pid} {view.command_of(p.pid)}" + (" · GONE" if change is Change.GONE else ""))
+        )
+        self.query_one("#process-buffers", RowTable).set_data(view.buffers_of.get(self.pid, EMPTY))
+        self._buffers_title()
+        looker = self.state.look_process
+        if looker is not None and self.state.source.live and change is not Change.GONE:
+            self.looks += 1
+            self._look(p.pid, p.start_ticks)
+
+    def _show_facts(self, view: ViewData, p: Process, change: Change) -> None:
+        mix = view.exporter_mix.get(p.pid, ())
+        pairs = process_facts(p, mix, self.look, live=self.state.source.live, change=change)
+        self.query_one("#facts", Static).update(facts_text(pairs))
+
+    @work(thread=True, exclusive=True, group="look", exit_on_error=False)
+    def _look(self, pid: int, start_ticks: int | None) -> None:
+        looker = self.state.look_process
+        if looker is None:
+            return
+        look = looker(pid, start_ticks)
+        if not get_current_worker().is_cancelled:
+            self.post_message(self.Looked(look))
+
+    @on(Looked)
+    def _looked(self, message: Looked) -> None:
+        self.look = message.look
+        view = self.state.view
+        p = self._process(view) if view is not None else None
+        if view is not None and p is not None:
+            self._show_facts(view, p, view.diff.process(self.pid))
+
+    @on(RowTable.Arranged, "#process-buffers")
+    def _buffers_title(self) -> None:
+        table = self.query_one("#process-buffers", RowTable)
+        self.query_one("#process-buffers-title", Label).update(
+            Text(f"Buffers ({len(table.all_rows)}) · {_sort_text(table)}", no_wrap=True, overflow="ellipsis")
+        )
+
+    @on(RowTable.Selected, "#process-buffers")
+    def _buffer_selected(self, event: RowTable.Selected) -> None:
+        self.app.push_screen(BufferScreen(self.state, event.key))
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def view_state(self) -> ViewState:
+        buffers = table_state(self.query_one("#process-buffers", RowTable))
+        return ViewState(screen="process", buffers=buffers, selected_pid=self.pid)
 
 
 HELP = """\
@@ -354,6 +476,13 @@ HELP = """\
   Pss  each buffer divided by the number of processes holding it
   Shared  how many other processes hold the buffer
   Kernel-held  references no fd or mapping explains (count - fds - mappings)
+  0+2?  two more dma-buf fds that could not be tied to a buffer (before Linux 5.3);
+        the sizes beside them are then lower bounds (≥)
+
+[b]Process detail[/b] (i, or enter on a holder)
+  Memory   the process's own RSS and USS, asked when the detail opens or refreshes
+           (live machine only; USS of another user's process needs root)
+  Parents  pid and command up to pid 1
 """
 
 
@@ -373,7 +502,7 @@ class HelpScreen(ModalScreen[None]):
         lines = [f"  [b]{k:<{width}}[/b]  {d}" for k, d in self.keys]
         with VerticalScroll(id="help"):
             yield Static(HELP + "\n[b]Keys[/b]\n" + "\n".join(lines), id="help-text")
-        yield Footer()
+        yield footer()
 
     def action_close(self) -> None:
         self.dismiss()

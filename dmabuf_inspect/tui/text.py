@@ -1,7 +1,8 @@
-"""The TUI's prose: header totals, the partial-view banner, buffer facts, the heap panel.
+"""The TUI's prose: header totals, the partial-view banner, buffer and process facts, the heap panel.
 
 Pure functions of the model (no textual), so they are tested without a screen. Everything a
-process chose goes through `escape`.
+process chose goes through `escape`. Advice (mount debugfs, run as root, run the bench) is for
+the live machine only: a capture is read as it was taken.
 """
 
 from __future__ import annotations
@@ -11,72 +12,103 @@ import time
 from collections.abc import Mapping
 
 from dmabuf_inspect.bench.cache import ExporterCost
-from dmabuf_inspect.model import Buffer, Fence, Snapshot
+from dmabuf_inspect.model import DENIED, Buffer, Fence, Process, Snapshot
 from dmabuf_inspect.scan.diff import Change
-from dmabuf_inspect.scan.notes import partial_notes
+from dmabuf_inspect.scan.notes import gap_notes
+from dmabuf_inspect.scan.views import Mix, mix_text, plural
 from dmabuf_inspect.textsafe import escape
+from dmabuf_inspect.tui.proclook import ProcessLook
 from dmabuf_inspect.units import human_bytes
 
 DEBUGFS_HINT = "mount -t debugfs none /sys/kernel/debug"
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s" if not word.endswith("s") else f"{n} {word}es"
+PAUSED = "PAUSED"
 
 
 def clock_text(taken_at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(taken_at))
 
 
+def bufinfo_read(snap: Snapshot) -> bool:
+    return snap.sources.get("bufinfo") == "ok"
+
+
+def unjoined_fds(snap: Snapshot) -> int:
+    """How many dma-buf fds could not be tied to a buffer (Process.unjoined_fds)."""
+    return sum(len(p.unjoined_fds) for p in snap.processes)
+
+
+def kernel_only_text(snap: Snapshot, *, live: bool) -> str:
+    """'1.0 MiB kernel-only', or why the snapshot cannot tell."""
+    t = snap.totals
+    if t.kernel_only_bytes is not None:
+        return f"{human_bytes(t.kernel_only_bytes)} kernel-only"
+    unjoined = unjoined_fds(snap)
+    if unjoined:
+        return f"kernel-only unknown ({plural(unjoined, 'fd')} not tied to a buffer)"
+    if not bufinfo_read(snap):
+        return "kernel-only unknown (no debugfs bufinfo" + (")" if live else " in the capture)")
+    return "kernel-only unknown"
+
+
+def userspace_text(snap: Snapshot) -> str:
+    """'18.1 MiB held by processes'; a lower bound ('≥') when some fds could not be tied to a buffer."""
+    n = snap.totals.userspace_bytes
+    if not unjoined_fds(snap):
+        return f"{human_bytes(n)} held by processes"
+    return f"{'≥' + human_bytes(n) if n else '?'} held by processes"
+
+
 def header_lines(
     snap: Snapshot | None,
     *,
     source: str,
+    live: bool = True,
     paused: bool,
     interval_s: float,
     scanning: bool,
 ) -> tuple[str, str]:
-    """Two header lines: what is held where, then the state of the live refresh."""
+    """Two header lines: what is held where, then the state of the refresh (first, so that a
+    narrow terminal cuts the source and the kernel, never PAUSED)."""
     if snap is None:
         first = "dmabuf-inspect · first scan…"
     else:
         t = snap.totals
-        kernel = (
-            f"{human_bytes(t.kernel_only_bytes)} kernel-only"
-            if t.kernel_only_bytes is not None
-            else "kernel-only unknown (no debugfs)"
-        )
         first = (
-            f"dmabuf-inspect · {plural(t.buffers, 'buffer')} · {human_bytes(t.bytes)} total · "
-            f"{human_bytes(t.userspace_bytes)} held by processes · {kernel}"
+            f"{plural(t.buffers, 'buffer')}, {human_bytes(t.bytes)} total · "
+            f"{userspace_text(snap)} · {kernel_only_text(snap, live=live)}"
         )
-    state = "PAUSED" if paused else f"every {interval_s:g}s"
-    parts = []
+    parts = [PAUSED if paused else f"every {interval_s:g}s"]
+    if scanning:
+        parts.append("scanning…")
     if snap is not None:
+        parts.append(f"updated {clock_text(snap.taken_at)}")
         parts.append(plural(len(snap.processes), "process"))
         parts.append(f"kernel {escape(snap.kernel)}")
     parts.append(source)
-    if snap is not None:
-        parts.append(f"updated {clock_text(snap.taken_at)}")
-    parts.append(state)
-    if scanning:
-        parts.append("scanning…")
     return first, " · ".join(parts)
 
 
-def banner_lines(snap: Snapshot | None, error: str | None = None) -> list[str]:
-    """Why the view is partial and how to see more; empty when nothing is missing."""
+def banner_lines(snap: Snapshot | None, error: str | None = None, *, live: bool = True) -> list[str]:
+    """Why the view is partial and, on the live machine, how to see more; empty when nothing is missing."""
     lines: list[str] = []
     if error:
         lines.append(f"Last scan failed: {escape(error)}. Showing the previous one; r retries.")
-    if snap is not None:
-        for note in partial_notes(snap):
-            if note.startswith("debugfs"):
-                if os.geteuid() != 0:
-                    note += f"; run as root to see them (with debugfs mounted: {DEBUGFS_HINT})"
-                else:
-                    note += f"; mount debugfs to see them: {DEBUGFS_HINT}"
-            lines.append(escape(note))
+    if snap is None:
+        return lines
+    for note in gap_notes(snap):
+        text = note.text
+        if not live and note.kind == DENIED:  # its advice (run as root) is for the live machine
+            n = len(snap.denied_pids)
+            text = (
+                f"{plural(n, 'process')} could not be read in the capture (permission denied); "
+                "`dmabuf-inspect dump` lists them under errors"
+            )
+        elif live and note.kind == "bufinfo":
+            if os.geteuid() != 0:
+                text += f"; run as root to see them (with debugfs mounted: {DEBUGFS_HINT})"
+            else:
+                text += f"; mount debugfs to see them: {DEBUGFS_HINT}"
+        lines.append(escape(text))
     return lines
 
 
@@ -94,6 +126,7 @@ def fence_text(f: Fence) -> str:
 
 
 NOT_MEASURED = "not measured: run `dmabuf-inspect bench`"
+NOT_MEASURED_CAPTURE = "not measured (`dmabuf-inspect bench` measures the live machine, not a capture)"
 
 
 def _times(ratio: float | None) -> str:
@@ -125,11 +158,14 @@ def buffer_facts(
     bufinfo_ok: bool,
     bench: ExporterCost | None = None,
     bench_problem: str | None = None,
+    live: bool = True,
 ) -> list[tuple[str, str]]:
     """Label/value pairs for the buffer detail screen. The mmap cost is COST (set for this buffer
-    by whoever measured it), else BENCH (cached bench medians of its exporter)."""
+    by whoever measured it), else BENCH (cached bench medians of its exporter; live machine only)."""
     if cost:
         cost_facts = [("mmap cost", cost)]
+    elif not live:
+        cost_facts = [("mmap cost", NOT_MEASURED_CAPTURE)]
     elif bench is not None:
         cost_facts = bench_cost_facts(bench)
     elif bench_problem:
@@ -139,10 +175,12 @@ def buffer_facts(
     refs = f"{b.fd_refs} fd + {b.map_refs} mapping"
     if b.count is None:
         kernel = "unknown (no source printed the reference count)"
+    elif b.kernel_refs is None:
+        kernel = "unknown (its fds could not be told apart from the kernel's references)"
     else:
-        kernel = str(b.kernel_refs if b.kernel_refs is not None else "?")
+        kernel = str(b.kernel_refs)
     facts = [
-        ("Inode", str(b.inode)),
+        ("Inode", str(b.inode) if b.inode >= 0 else "unknown (no source printed it)"),
         ("Size", f"{human_bytes(b.size_bytes)} ({b.size_bytes} bytes, from {b.size_source})"),
         ("Exporter", escape(b.exporter)),
         ("Class", b.exporter_class),
@@ -153,7 +191,8 @@ def buffer_facts(
         *cost_facts,
     ]
     if not bufinfo_ok:
-        facts.append(("Importers", f"unknown: debugfs bufinfo unreadable ({DEBUGFS_HINT}, as root)"))
+        why = f"debugfs bufinfo unreadable ({DEBUGFS_HINT}, as root)" if live else "the capture has no debugfs bufinfo"
+        facts.append(("Importers", f"unknown: {why}"))
     if change is not Change.SAME:
         facts.append(
             (
@@ -204,3 +243,64 @@ def heap_lines(snap: Snapshot) -> list[str]:
 def sources_line(sources: Mapping[str, str]) -> str:
     missing = sorted(k for k, v in sources.items() if v != "ok")
     return "all sources read" if not missing else "missing: " + ", ".join(missing)
+
+
+LOOKING = "…"
+
+
+def parents_text(p: Process, look: ProcessLook) -> str:
+    """'300 gst-launch-1.0 ← 250 bash ← 1 systemd'; where the chain stops early, why."""
+    links = [f"{p.pid} {escape(p.comm)}"]
+    links.extend(f"{pid} {escape(comm, none='?')}" for pid, comm in look.parents)
+    text = " ← ".join(links)
+    if look.parents_problem:
+        text += f" (stops: {escape(look.parents_problem)})"
+    return text
+
+
+def process_facts(
+    p: Process,
+    mix: Mix,
+    look: ProcessLook | None,
+    *,
+    live: bool,
+    change: Change = Change.SAME,
+) -> list[tuple[str, str]]:
+    """Label/value pairs for the process detail screen: the scan's view of the process (its
+    dma-bufs), then psutil's (its own memory, its parents) on the live machine. LOOK None: psutil
+    has not answered yet."""
+    uid = f" (uid {p.uid})" if p.uid is not None else ""
+    facts = [
+        ("PID", str(p.pid)),
+        ("Command", escape(p.comm)),
+        ("User", f"{escape(p.user)}{uid}"),
+        ("Cmdline", escape(p.cmdline) if p.cmdline else f"[{escape(p.comm)}]"),
+        (
+            "Dma-bufs",
+            f"{plural(p.buffers, 'buffer')}, {human_bytes(p.rss_bytes)} (Pss {human_bytes(p.pss_bytes)})",
+        ),
+        ("Exporters", mix_text(mix) or "-"),
+    ]
+    if not live:
+        ppid = f" (the capture records parent pid {p.ppid})" if p.ppid is not None else ""
+        facts.append(("Memory", "not available for a capture: only the live machine's processes can be asked"))
+        facts.append(("Parents", f"not available for a capture{ppid}"))
+    elif change is Change.GONE:
+        facts.append(("Memory", "not asked: the process has exited"))
+    elif look is None:
+        facts.append(("Memory", LOOKING))
+        facts.append(("Parents", LOOKING))
+    elif look.gone is not None:
+        facts.append(("Memory", f"unknown: {escape(look.gone)}"))
+    else:
+        parts = [f"RSS {human_bytes(look.rss_bytes)}" if look.rss_bytes is not None else "RSS unknown"]
+        parts.append(f"USS {human_bytes(look.uss_bytes)}" if look.uss_bytes is not None else "USS unknown")
+        memory = " · ".join(parts) + " (its own memory, now)"
+        if look.memory_problem:
+            memory += f"; {escape(look.memory_problem)}"
+        facts.append(("Memory", memory))
+        facts.append(("Parents", parents_text(p, look)))
+    if change is not Change.SAME:
+        since = {Change.NEW: "new", Change.GREW: "grew", Change.GONE: "GONE (last seen in the previous scan)"}[change]
+        facts.append(("Since last", since))
+    return facts

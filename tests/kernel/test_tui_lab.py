@@ -7,17 +7,18 @@ does, drives it with Pilot and reads the screen as text.
 from __future__ import annotations
 
 import io
+import os
 import re
 
 import pytest
 from rich.console import Console
-from scene import NAMED, OWNER_COMM, RECV_COMM, Scene
+from scene import FORK_COMM, NAMED, OWNER_COMM, RECV_COMM, Scene
 from textual.pilot import Pilot
 
 from dmabuf_inspect.scan.diff import KERNEL_PID
 from dmabuf_inspect.scan.snapshot import collect
 from dmabuf_inspect.tui.app import DmabufInspectApp
-from dmabuf_inspect.tui.screens import BufferScreen, MainScreen
+from dmabuf_inspect.tui.screens import BufferScreen, MainScreen, ProcessScreen
 
 pytestmark = pytest.mark.kernel
 
@@ -77,3 +78,19 @@ async def test_tui_finds_the_scene_on_screen() -> None:
             await pilot.press("enter")
             text = _screen_text(app)
             assert "only the kernel does" in text and "vgem" in text.split("Attachments")[1]
+
+            await pilot.press("escape")
+
+            # the process detail asks psutil about the real process: its memory and its parents
+            fork = scene.pids[FORK_COMM]
+            assert screen.processes.move_cursor_to_key(fork)
+            screen.processes.focus()
+            await pilot.press("i")
+            await _settle(pilot)
+            detail = app.screen
+            assert isinstance(detail, ProcessScreen) and detail.pid == fork and detail.look is not None
+            assert detail.look.gone is None and detail.look.rss_bytes and detail.look.uss_bytes, detail.look
+            text = _screen_text(app)
+            assert re.search(r"Memory +RSS \d+\.\d \w+ · USS \d+\.\d \w+", text), text
+            chain = f"{fork} {FORK_COMM} ← {owner} {OWNER_COMM} ← {os.getpid()} "
+            assert chain in text and re.search(r"← 1 \S+", text), text

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -27,3 +30,26 @@ def test_benchmark_runs_small() -> None:
     for r in (spread, one):
         assert r.buffers > 390 and 0 < r.apply_ms <= r.apply_max_ms < bench.BUDGET_MS
         assert r.prepare_ms > 0 and r.apply_paint_ms >= r.apply_ms
+
+
+def test_benchmarks_run_without_the_tests() -> None:
+    """A benchmark imports nothing from tests/: it runs as a script with only the repository on
+    the path (its synthetic snapshots come from benchmarks/synthetic.py)."""
+    for path in BENCH.parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.append(node.module)
+            assert not any(n.split(".")[0] in ("tests", "tui_fakes", "tui_helpers", "conftest") for n in names), path
+        assert '"tests"' not in path.read_text(), path  # no sys.path into tests/
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--buffers", "200", "--repeat", "1", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=BENCH.parent,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("\n") == 2 and '"scenario": "spread"' in out.stdout

@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import bench_fakes
+from bench_fakes import sample
 from tui_fakes import FakeCollector, scene_before
 from tui_helpers import rescan, screen_text, settle
 
 from dmabuf_inspect.bench import cache as benchcache
-from dmabuf_inspect.bench import mmapcost
+from dmabuf_inspect.bench.model import TargetPass, TargetSpec
 from dmabuf_inspect.tui.app import DmabufInspectApp
 from dmabuf_inspect.tui.screens import BufferScreen
 
@@ -28,34 +30,20 @@ def cached(
     now: float = MEASURED_AT,
 ) -> None:
     """Save a bench report in which EXPORTER was measured at 1 MiB, against anon."""
-    specs = [mmapcost._Spec(exporter, "dmabuf"), mmapcost._Spec("anon", "baseline")]
-
-    def sizes(touch: float, bandwidth: float, sync: float | None) -> dict[str, Any]:
-        return {
-            str(1 << 20): {
-                "figures": {
-                    "mmap_ns": 5e4,
-                    "first_touch_ns_per_page": touch,
-                    "write_mib_s": 350.0,
-                    "read_mib_s": bandwidth,
-                    "sync_pair_ns": sync,
-                },
-                "error": None,
-            }
-        }
-
+    specs = [TargetSpec(exporter, "dmabuf"), TargetSpec("anon", "baseline")]
+    mib = 1 << 20
     one = [
-        {"exporter": exporter, "exporter_class": "heap", "error": None, "sizes": sizes(touch_ns, read, 9e3)},
-        {"exporter": None, "exporter_class": None, "error": None, "sizes": sizes(anon_touch_ns, 1900.0, None)},
+        TargetPass(
+            exporter, "heap", None, (sample(mib, touch_ns=touch_ns, read_mib_s=read, write_mib_s=350.0, sync_ns=9e3),)
+        ),
+        TargetPass(None, None, None, (sample(mib, touch_ns=anon_touch_ns, read_mib_s=1900.0, write_mib_s=350.0),)),
     ]
-    targets = mmapcost._aggregate(specs, (1 << 20,), [one], 1)
-    doc = mmapcost.report_to_dict(mmapcost.BenchReport(KERNEL, 4096, 1, targets, processes=2))
-    benchcache.save(doc, directory=str(directory), now=now)
+    benchcache.save(bench_fakes.report(KERNEL, specs, (mib,), [one], processes=2), directory=str(directory), now=now)
 
 
-def make_app(cache_dir: Path) -> DmabufInspectApp:
+def make_app(cache_dir: Path, **kw: Any) -> DmabufInspectApp:
     return DmabufInspectApp(
-        FakeCollector(scene_before()), interval_s=3600, cursor_blink=False, bench_cache_dir=str(cache_dir)
+        FakeCollector(scene_before()), interval_s=3600, cursor_blink=False, bench_cache_dir=str(cache_dir), **kw
     )
 
 
@@ -89,10 +77,20 @@ async def test_not_measured_says_how_and_a_new_run_shows_on_the_next_scan(tmp_pa
         text = screen_text(app)
         assert "first touch 400 ns/page (x0.02 anon), system at 1.0 MiB" in text
         assert "Measured     2026-11-18 11:08" in text
-        app.set_mmap_cost(1002, "read 9.1 GB/s (measured for this buffer)")  # the per-buffer hook wins
-        await pilot.pause()
+
+
+async def test_a_cost_given_for_the_buffer_wins_over_the_cache(tmp_path: Path) -> None:
+    cached(tmp_path, "system", touch_ns=400.0, read=1800.0)
+    app = make_app(tmp_path, mmap_costs={1002: "read 9.1 GB/s (measured for this buffer)"}, export_dir=str(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await open_1002(app, pilot)
         text = screen_text(app)
         assert "mmap cost    read 9.1 GB/s (measured for this buffer)" in text and "Measured" not in text
+        await pilot.press("e")
+        await settle(pilot)
+        assert app.last_export is not None
+        hooked = json.loads(Path(app.last_export).read_text())["view"]["buffer"]
+    assert hooked["mmap_cost"] == "read 9.1 GB/s (measured for this buffer)" and hooked["mmap_cost_bench"] is None
 
 
 async def test_an_unreadable_cache_is_said_not_raised(tmp_path: Path) -> None:
@@ -129,13 +127,8 @@ async def test_export_carries_the_cached_medians_the_detail_shows(tmp_path: Path
         await settle(pilot)
         assert app.last_export is not None
         buffer = json.loads(Path(app.last_export).read_text())["view"]["buffer"]
-        app.set_mmap_cost(1002, "read 9.1 GB/s (measured for this buffer)")  # the per-buffer hook wins here too
-        await pilot.press("e")
-        await settle(pilot)
-        hooked = json.loads(Path(app.last_export).read_text())["view"]["buffer"]
     assert buffer["inode"] == 1002 and buffer["mmap_cost"] is None
     bench = buffer["mmap_cost_bench"]
     assert (bench["exporter"], bench["size_bytes"], bench["kernel"]) == ("system", 1 << 20, KERNEL)
     assert (bench["first_touch_ns_per_page"], bench["read_mib_s"], bench["write_mib_s"]) == (600.0, 1850.0, 350.0)
     assert round(bench["first_touch_vs_anon"], 2) == 0.03 and bench["measured_at"] == MEASURED_AT
-    assert hooked["mmap_cost"] == "read 9.1 GB/s (measured for this buffer)" and hooked["mmap_cost_bench"] is None

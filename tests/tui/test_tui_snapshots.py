@@ -6,17 +6,25 @@ then look at the SVGs under __snapshots__ before committing them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from tui_fakes import PROCS, FakeCollector, MiB, Proc, buf, scene_after, scene_before, snapshot
+from tui_fakes import PROCS, TAKEN_AT, FakeCollector, MiB, Proc, buf, scene_after, scene_before, snapshot
 from tui_helpers import rescan, settle
 
+from dmabuf_inspect.kernel.reader import Roots
 from dmabuf_inspect.model import Snapshot
+from dmabuf_inspect.scan.snapshot import collect
 from dmabuf_inspect.tui.app import DmabufInspectApp
+from dmabuf_inspect.tui.proclook import ProcessLook
+from dmabuf_inspect.tui.state import Source
+
+FIXTURES = Path(__file__).parents[2] / "fixtures"
 
 SnapCompare = Callable[..., bool]
 
@@ -70,3 +78,33 @@ def test_help_screen(snap_compare: SnapCompare) -> None:
         await pilot.press("question_mark")
 
     assert snap_compare(make_app(scene_before()), terminal_size=(110, 40), run_before=run_before)
+
+
+def test_80x24_paused_capture(snap_compare: SnapCompare) -> None:
+    """The smallest usual terminal: the whole footer, and PAUSED first on the status line."""
+
+    async def run_before(pilot: Pilot[int]) -> None:
+        await settle(pilot)
+        await pilot.press("p")
+
+    source = Source("capture /home/user/captures/pixel-7", live=False)
+    assert snap_compare(make_app(scene_before(), source=source), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_process_detail(snap_compare: SnapCompare) -> None:
+    def look(pid: int, start_ticks: int | None) -> ProcessLook:
+        return ProcessLook(pid, rss_bytes=120 * MiB, uss_bytes=90 * MiB, parents=((250, "bash"), (1, "systemd")))
+
+    async def run_before(pilot: Pilot[int]) -> None:
+        await settle(pilot)
+        await pilot.press("down", "down", "i")
+        await settle(pilot)
+
+    assert snap_compare(make_app(scene_before(), look_process=look), terminal_size=(100, 24), run_before=run_before)
+
+
+def test_legacy_kernel_capture(snap_compare: SnapCompare) -> None:
+    """4.19: fds that can't be tied to a buffer, shown as that, never as the kernel's."""
+    snap = dataclasses.replace(collect(Roots.from_tree(str(FIXTURES / "k4.19-legacy"))), taken_at=TAKEN_AT)
+    source = Source("capture fixtures/k4.19-legacy", live=False)
+    assert snap_compare(make_app(snap, source=source), terminal_size=(120, 24), run_before=settle)

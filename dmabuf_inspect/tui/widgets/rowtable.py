@@ -7,8 +7,7 @@ them in one tuple, and `render_line` builds only the visible lines.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
@@ -21,7 +20,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from dmabuf_inspect.scan.diff import Change
-from dmabuf_inspect.tui.viewdata import EMPTY, ColumnSpec, Row, RowSet, arrange
+from dmabuf_inspect.tui.table import EMPTY, Row, RowSet, Table, arrange
 
 _GAP = " "
 _CHANGE_CLASS = {
@@ -85,7 +84,7 @@ class RowTable(ScrollView, can_focus=True):
         Binding("end", "last", "Last", show=False),
         Binding("enter", "select", "Open", tooltip="Open the highlighted row"),
         Binding("s", "sort_next", "Sort", tooltip="Sort by the next column"),
-        Binding("S", "sort_reverse", "Reverse", tooltip="Reverse the sort order"),
+        Binding("S", "sort_reverse", "Reverse", show=False, tooltip="Reverse the sort order"),
     ]
 
     class Highlighted(Message):
@@ -101,7 +100,7 @@ class RowTable(ScrollView, can_focus=True):
             return self.table
 
     class Selected(Message):
-        """Enter (or a click on the highlighted row) on a row."""
+        """Enter (or a click on the highlighted row) on a row; only where the table is `selectable`."""
 
         def __init__(self, table: RowTable, key: int) -> None:
             super().__init__()
@@ -125,26 +124,30 @@ class RowTable(ScrollView, can_focus=True):
 
     def __init__(
         self,
-        columns: Sequence[ColumnSpec],
+        table: Table[Any],
         *,
-        sort_column: int = 0,
+        sort: str | None = None,
         sort_descending: bool | None = None,
         empty_text: str = "nothing here",
         cursor_blurred: bool = True,
+        selectable: bool = True,
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self.columns = tuple(columns)
-        self.sort_column = sort_column
-        self.sort_descending = columns[sort_column].descending_first if sort_descending is None else sort_descending
+        self.table = table
+        self.columns = table.columns
+        self.sort_key = table.default_sort if sort is None else sort
+        column = table.column(self.sort_key)
+        self.sort_descending = column.descending_first if sort_descending is None else sort_descending
         self.filter_text = ""
         self.empty_text = empty_text
         self.cursor_blurred = cursor_blurred  # show the cursor (dimmed) while another widget has focus
+        self.selectable = selectable  # enter opens the row (Selected); the footer shows it only then
         self._data: RowSet = EMPTY
         self._rows: tuple[Row, ...] = ()
-        self._data_widths: tuple[int, ...] = tuple(len(c.label) + 2 for c in columns)
+        self._data_widths: tuple[int, ...] = tuple(len(c.label) + 2 for c in self.columns)
         self._widths = self._data_widths  # the last column shrunk to the screen when it is the one too wide
         self._cursor = 0
         self._last_key: int | None = None
@@ -183,14 +186,17 @@ class RowTable(ScrollView, can_focus=True):
         self.filter_text = text
         self._rearrange(self.cursor_key)
 
-    def sort_by(self, column: int, descending: bool | None = None) -> None:
-        """Sort by `column`; picking the sorted column again flips the order."""
+    @property
+    def sort_label(self) -> str:
+        """The header of the column sorted by ('change' for the mark column, which has none)."""
+        return self.table.column(self.sort_key).label or "change"
+
+    def sort_by(self, key: str, descending: bool | None = None) -> None:
+        """Sort by column `key`; picking the sorted column again flips the order."""
+        column = self.table.column(key)
         if descending is None:
-            if column == self.sort_column:
-                descending = not self.sort_descending
-            else:
-                descending = self.columns[column].descending_first
-        self.sort_column = column
+            descending = not self.sort_descending if key == self.sort_key else column.descending_first
+        self.sort_key = key
         self.sort_descending = descending
         self._rearrange(self.cursor_key)
 
@@ -202,7 +208,7 @@ class RowTable(ScrollView, can_focus=True):
         return False
 
     def _rearrange(self, key: int | None) -> None:
-        self._rows = arrange(self._data.rows, self.sort_column, self.sort_descending, self.filter_text)
+        self._rows = arrange(self.table, self._data.rows, self.sort_key, self.sort_descending, self.filter_text)
         index = 0
         if key is not None:
             for i, r in enumerate(self._rows):
@@ -278,24 +284,28 @@ class RowTable(ScrollView, can_focus=True):
     def action_last(self) -> None:
         self._move(len(self._rows) - 1)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return action != "select" or self.selectable  # False: hidden from the footer, enter does nothing
+
     def action_select(self) -> None:
         key = self.cursor_key
-        if key is not None:
+        if key is not None and self.selectable:
             self.post_message(self.Selected(self, key))
 
     def action_sort_next(self) -> None:
-        self.sort_by((self.sort_column + 1) % len(self.columns))
+        keys = self.table.keys
+        self.sort_by(keys[(keys.index(self.sort_key) + 1) % len(keys)])
 
     def action_sort_reverse(self) -> None:
-        self.sort_by(self.sort_column, not self.sort_descending)
+        self.sort_by(self.sort_key, not self.sort_descending)
 
-    def column_at(self, x: int) -> int | None:
-        """The column under content x (scroll included)."""
+    def column_at(self, x: int) -> str | None:
+        """The key of the column under content x (scroll included)."""
         edge = 0
-        for i, w in enumerate(self._widths):
+        for column, w in zip(self.columns, self._widths, strict=True):
             edge += w + len(_GAP)
             if x < edge:
-                return i
+                return column.key
         return None
 
     async def _on_click(self, event: events.Click) -> None:
@@ -331,7 +341,7 @@ class RowTable(ScrollView, can_focus=True):
         for i, (col, w) in enumerate(zip(self.columns, self._widths, strict=True)):
             if i:
                 segments.append(Segment(_GAP, header))
-            if i == self.sort_column:
+            if col.key == self.sort_key:
                 label = col.label + arrow if col.label else ("▼" if self.sort_descending else "▲")
                 segments.append(Segment(fit(label, w, col.justify), sorted_style))
             else:
