@@ -2,10 +2,15 @@
 
     $XDG_CACHE_HOME/dmabuf-inspect/bench-<release>.json      (XDG_CACHE_HOME: ~/.cache by default)
 
-The file holds the newest runs, newest first, each a whole bench report (bench.schema.json) with
-the time it was measured. A new run replaces the older ones whose exporters it measured too, so
-`bench --exporter udmabuf` does not forget what an earlier run found for the system heap. Writes
-are atomic (a temporary file in the same directory, then rename).
+The file holds the newest runs, newest first, each a whole bench report (bench-1.schema.json,
+read with `BenchReport.from_json`) with the time it was measured:
+
+    {"schema": "dmabuf-inspect-bench-cache/1", "kernel": RELEASE,
+     "runs": [{"measured_at": SECONDS_SINCE_EPOCH, "report": BENCH_DOCUMENT}, ...]}
+
+A new run replaces the older ones whose exporters it measured too, so `bench --exporter udmabuf`
+does not forget what an earlier run found for the system heap. Writes are atomic (a temporary
+file in the same directory, then rename).
 
 Reading only reads this file: nothing is allocated, mapped or measured. `CacheReader` re-reads it
 only when it was replaced or changed (inode, mtime, size), so a live view can ask on every refresh.
@@ -23,10 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dmabuf_inspect.bench.model import BenchDocumentError, BenchReport, SizeResult, Spread
 from dmabuf_inspect.errors import DmabufInspectError
 
 CACHE_SCHEMA = "dmabuf-inspect-bench-cache/1"
-BENCH_SCHEMA = "dmabuf-inspect-bench/1"
 MAX_RUNS = 8
 
 
@@ -67,96 +72,91 @@ class ExporterCost:
     kernel: str
 
 
-def _measured_exporters(report: Mapping[str, Any]) -> set[str]:
+def _measured_exporters(report: BenchReport) -> set[str]:
     return {
-        t["exporter"]
-        for t in report.get("targets", ())
-        if t.get("kind") == "dmabuf" and t.get("exporter") and any(s.get("read_mib_s") for s in t.get("sizes", ()))
+        t.exporter
+        for t in report.targets
+        if t.kind == "dmabuf" and t.exporter and any(s.read_mib_s is not None for s in t.sizes)
     }
 
 
-def _median(spread: Any) -> float | None:
-    if isinstance(spread, Mapping) and isinstance(spread.get("median"), int | float):
-        return float(spread["median"])
-    return None
+def _median(spread: Spread | None) -> float | None:
+    return None if spread is None else spread.median
 
 
-def _nearest(sizes: list[Mapping[str, Any]], size_bytes: int) -> Mapping[str, Any]:
+def _nearest(sizes: list[SizeResult], size_bytes: int) -> SizeResult:
     """The measured size nearest to SIZE_BYTES on a log scale."""
     target = math.log2(max(size_bytes, 1))
-    return min(sizes, key=lambda s: (abs(math.log2(s["size_bytes"]) - target), -s["size_bytes"]))
+    return min(sizes, key=lambda s: (abs(math.log2(s.size_bytes) - target), -s.size_bytes))
+
+
+@dataclass(frozen=True, slots=True)
+class CachedRun:
+    """One bench run as the cache keeps it: the report and when it was measured."""
+
+    measured_at: float  # seconds since the epoch
+    report: BenchReport
+
+    def to_json(self) -> dict[str, Any]:
+        return {"measured_at": self.measured_at, "report": self.report.to_json()}
+
+    @classmethod
+    def from_json(cls, doc: object, where: str = "run") -> CachedRun:
+        """BenchDocumentError when DOC is not a run with a whole bench report."""
+        if not isinstance(doc, Mapping) or set(doc) != {"measured_at", "report"}:
+            raise BenchDocumentError(f"{where}: expected an object with measured_at and report")
+        when = doc["measured_at"]
+        if not isinstance(when, int | float) or isinstance(when, bool) or not math.isfinite(when):
+            raise BenchDocumentError(f"{where}.measured_at: expected seconds since the epoch, got {when!r}")
+        return cls(float(when), BenchReport.from_json(doc["report"], f"{where}.report"))
 
 
 @dataclass(frozen=True, slots=True)
 class BenchCache:
     release: str
-    runs: tuple[Mapping[str, Any], ...]  # {"measured_at": float, "report": bench document}, newest first
+    runs: tuple[CachedRun, ...]  # newest first
 
     def cost(self, exporter: str, size_bytes: int) -> ExporterCost | None:
         """The newest run's medians for EXPORTER (an fdinfo exp_name) at the measured size nearest
         to SIZE_BYTES; None when no run measured that exporter."""
         for run in self.runs:
-            report = run["report"]
-            for t in report["targets"]:
-                if t["kind"] != "dmabuf" or t["exporter"] != exporter:
+            for t in run.report.targets:
+                if t.kind != "dmabuf" or t.exporter != exporter:
                     continue
-                sizes = [s for s in t["sizes"] if s.get("read_mib_s") is not None]
+                sizes = [s for s in t.sizes if s.read_mib_s is not None]
                 if not sizes:
                     continue
                 s = _nearest(sizes, size_bytes)
-                anon = s.get("relative", {}).get("anon", {})
+                anon = next((r for r in s.relative if r.baseline == "anon"), None)
                 return ExporterCost(
                     exporter=exporter,
-                    size_bytes=s["size_bytes"],
-                    first_touch_ns_per_page=_median(s.get("first_touch_ns_per_page")),
-                    read_mib_s=_median(s.get("read_mib_s")),
-                    write_mib_s=_median(s.get("write_mib_s")),
-                    first_touch_vs_anon=_median(anon.get("first_touch_ns_per_page")),
-                    read_vs_anon=_median(anon.get("read_mib_s")),
-                    write_vs_anon=_median(anon.get("write_mib_s")),
-                    measured_at=float(run["measured_at"]),
-                    kernel=str(report.get("kernel", self.release)),
+                    size_bytes=s.size_bytes,
+                    first_touch_ns_per_page=_median(s.first_touch_ns_per_page),
+                    read_mib_s=_median(s.read_mib_s),
+                    write_mib_s=_median(s.write_mib_s),
+                    first_touch_vs_anon=_median(anon.first_touch_ns_per_page) if anon else None,
+                    read_vs_anon=_median(anon.read_mib_s) if anon else None,
+                    write_vs_anon=_median(anon.write_mib_s) if anon else None,
+                    measured_at=run.measured_at,
+                    kernel=run.report.kernel,
                 )
         return None
 
 
-def _valid_run(run: Any) -> bool:
-    if not isinstance(run, Mapping) or not isinstance(run.get("measured_at"), int | float):
-        return False
-    report = run.get("report")
-    if not isinstance(report, Mapping) or report.get("schema") != BENCH_SCHEMA:
-        return False
-    targets = report.get("targets")
-    return isinstance(targets, list) and all(
-        isinstance(t, Mapping)
-        and isinstance(t.get("kind"), str)
-        and isinstance(t.get("exporter"), str | None)
-        and isinstance(t.get("sizes"), list)
-        and all(_valid_size(s) for s in t["sizes"])
-        for t in targets
-    )
-
-
-def _valid_size(size: Any) -> bool:
-    return (
-        isinstance(size, Mapping)
-        and isinstance(size.get("size_bytes"), int)
-        and size["size_bytes"] > 0
-        and isinstance(size.get("relative", {}), Mapping)
-        and all(isinstance(r, Mapping) for r in size.get("relative", {}).values())
-    )
-
-
 def parse_cache(text: str | bytes, release: str) -> BenchCache:
-    """A cache file's text -> BenchCache; BenchCacheError when it is not one."""
+    """A cache file's text -> BenchCache; BenchCacheError when it is not one. Runs that are not
+    whole bench reports are left out."""
     try:
         doc = json.loads(text)
     except ValueError as exc:
         raise BenchCacheError(f"not JSON ({exc})") from None
     if not isinstance(doc, Mapping) or doc.get("schema") != CACHE_SCHEMA or not isinstance(doc.get("runs"), list):
         raise BenchCacheError(f"not a {CACHE_SCHEMA} document")
-    runs = tuple(r for r in doc["runs"] if _valid_run(r))
-    return BenchCache(release, runs)
+    runs = []
+    for i, run in enumerate(doc["runs"]):
+        with contextlib.suppress(BenchDocumentError):
+            runs.append(CachedRun.from_json(run, f"runs[{i}]"))
+    return BenchCache(release, tuple(runs))
 
 
 def load(release: str, directory: str | None = None) -> BenchCache | None:
@@ -176,20 +176,20 @@ def load(release: str, directory: str | None = None) -> BenchCache | None:
         raise BenchCacheError(f"{path}: {exc}") from None
 
 
-def save(report: Mapping[str, Any], *, directory: str | None = None, now: float | None = None) -> str:
-    """Keep REPORT (a bench document) as the newest run for its kernel; returns the path. Older
-    runs stay only for exporters the newer ones did not measure. OSError when it cannot be written."""
-    release = str(report["kernel"])
+def save(report: BenchReport, *, directory: str | None = None, now: float | None = None) -> str:
+    """Keep REPORT as the newest run for its kernel; returns the path. Older runs stay only for
+    exporters the newer ones did not measure. OSError when it cannot be written."""
+    release = report.kernel
     directory = directory if directory is not None else cache_dir()
     path = cache_path(release, directory)
     try:
         old = load(release, directory)
     except BenchCacheError:
         old = None  # a garbled cache is replaced
-    runs: list[Mapping[str, Any]] = [{"measured_at": time.time() if now is None else now, "report": report}]
+    runs = [CachedRun(time.time() if now is None else now, report)]
     covered = _measured_exporters(report)
     for run in old.runs if old is not None else ():
-        mine = _measured_exporters(run["report"])
+        mine = _measured_exporters(run.report)
         if mine - covered and len(runs) < MAX_RUNS:
             runs.append(run)
             covered |= mine
@@ -197,7 +197,7 @@ def save(report: Mapping[str, Any], *, directory: str | None = None, now: float 
     fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump({"schema": CACHE_SCHEMA, "kernel": release, "runs": runs}, f, indent=1)
+            json.dump({"schema": CACHE_SCHEMA, "kernel": release, "runs": [r.to_json() for r in runs]}, f, indent=1)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())

@@ -1,8 +1,9 @@
 """A dma-buf fd held by this process: its size, mappings, CPU access, name and fences.
 
-`DmaBuf` owns one fd (and, for a udmabuf made here, its memfd). The free functions take any
-dma-buf fd: `sync()` brackets CPU access (DMA_BUF_IOCTL_SYNC), `set_name()` names the buffer
-(DMA_BUF_SET_NAME_B), `export_sync_file()`/`import_sync_file()` move fences in and out.
+`DmaBuf` owns one fd (and, for a udmabuf made here, its memfd); `SyncFile` owns a fence's fd;
+both are `OwnedFd`s. The free functions take any dma-buf fd: `sync()` brackets CPU access
+(DMA_BUF_IOCTL_SYNC), `set_name()` names the buffer (DMA_BUF_SET_NAME_B),
+`export_sync_file()`/`import_sync_file()` move fences in and out.
 Every failure is a `SyscallError` whose message names the step and the likely cause.
 """
 
@@ -15,11 +16,11 @@ import mmap as _mmap
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
-from types import TracebackType
 from typing import Literal
 
 from dmabuf_inspect.errors import InvalidArgumentError, syscall_error
 from dmabuf_inspect.ioctl import uapi
+from dmabuf_inspect.ioctl.handle import OwnedFd
 from dmabuf_inspect.textsafe import escape
 
 Access = Literal["read", "write", "rw"]
@@ -148,39 +149,13 @@ def set_name(fd: int, name: str | bytes) -> None:
     )
 
 
-class SyncFile:
+class SyncFile(OwnedFd):
     """A sync_file fd (a fence) this process owns."""
 
-    __slots__ = ("_fd",)
+    __slots__ = ()
 
-    def __init__(self, fd: int) -> None:
-        self._fd: int | None = fd
-
-    @property
-    def fd(self) -> int:
-        if self._fd is None:
-            raise ValueError("sync_file is closed")
-        return self._fd
-
-    @property
-    def closed(self) -> bool:
-        return self._fd is None
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-    def __enter__(self) -> SyncFile:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"SyncFile(fd={self._fd})"
+    def _label(self) -> str:
+        return "sync_file"
 
 
 def export_sync_file(fd: int, access: Access = "rw") -> SyncFile:
@@ -240,38 +215,37 @@ def map_fd(fd: int, length: int, offset: int = 0, *, access: Access = "rw") -> _
         ) from None
 
 
-class DmaBuf:
-    """A dma-buf fd this process owns. A context manager; `close()` may be called twice.
+class DmaBuf(OwnedFd):
+    """A dma-buf fd this process owns (see OwnedFd: a context manager, closed once).
 
     `size_bytes` and `inode` come from fstat(), which reports the buffer's own size and inode
-    (the `ino:` of fdinfo). Mappings made with `mmap()` are closed with the buffer.
+    (the `ino:` of fdinfo). Mappings made with `mmap()`, and the memfd behind a udmabuf made by
+    `udmabuf.create_with_memfd()`, are closed with the buffer; `detach()` hands over the fd
+    alone (they stay).
     """
 
-    __slots__ = ("_fd", "_maps", "_memfd", "exporter", "inode", "size_bytes")
+    __slots__ = ("_maps", "_memfd", "exporter", "inode", "size_bytes")
 
     def __init__(self, fd: int, *, exporter: str, memfd: int | None = None) -> None:
         st = os.fstat(fd)
-        self._fd: int | None = fd
+        super().__init__(fd)
         self._memfd = memfd
         self._maps: list[_mmap.mmap] = []
         self.exporter = exporter
         self.size_bytes = st.st_size
         self.inode = st.st_ino
 
-    @property
-    def fd(self) -> int:
-        if self._fd is None:
-            raise ValueError("dma-buf is closed")
-        return self._fd
+    def _label(self) -> str:
+        return f"dma-buf {self.inode} ({escape(self.exporter)}, {self.size_bytes} bytes)"
+
+    def _repr_fields(self) -> str:
+        memfd = "" if self._memfd is None else f", memfd={self._memfd}"
+        return f", exporter={self.exporter!r}, size_bytes={self.size_bytes}, inode={self.inode}{memfd}"
 
     @property
     def memfd(self) -> int | None:
         """The memfd behind a udmabuf made by `udmabuf.create_with_memfd()`; None otherwise."""
         return self._memfd
-
-    @property
-    def closed(self) -> bool:
-        return self._fd is None
 
     def mmap(self, length: int | None = None, offset: int = 0, *, access: Access = "rw") -> _mmap.mmap:
         """Map the buffer (all of it by default); the mapping is closed with the buffer."""
@@ -292,29 +266,11 @@ class DmaBuf:
     def import_sync_file(self, sync_file: int | SyncFile, access: Access = "write") -> None:
         import_sync_file(self.fd, sync_file, access)
 
-    def detach(self) -> int:
-        """Give up ownership of the fd (mappings and memfd stay with this object) and return it."""
-        fd, self._fd = self.fd, None
-        return fd
-
-    def close(self) -> None:
+    def _release(self) -> None:
         maps, self._maps = self._maps, []
         for m in maps:
             with suppress(BufferError):  # a memoryview still points into it; the GC unmaps it
                 m.close()
-        for attr in ("_fd", "_memfd"):
-            fd = getattr(self, attr)
-            setattr(self, attr, None)
-            if fd is not None:
-                os.close(fd)
-
-    def __enter__(self) -> DmaBuf:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"DmaBuf(fd={self._fd}, exporter={self.exporter!r}, size_bytes={self.size_bytes}, inode={self.inode})"
+        memfd, self._memfd = self._memfd, None
+        if memfd is not None:
+            os.close(memfd)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import errno
 import os
-from types import TracebackType
 
 from dmabuf_inspect.errors import InvalidArgumentError, device_permission_cause, syscall_error
 from dmabuf_inspect.ioctl import uapi
 from dmabuf_inspect.ioctl.buffer import DmaBuf, checked_ioctl, fd_target
+from dmabuf_inspect.ioctl.handle import OwnedFd
 from dmabuf_inspect.textsafe import escape
 
 HEAP_DIR = "dma_heap"
@@ -66,15 +66,21 @@ def _explain_einval(size_bytes: int, fd_flags: int, heap_flags: int) -> str:
     return "fd_flags may hold only the access mode and O_CLOEXEC, heap_flags must be 0, and the size must not be zero"
 
 
-class DmaHeap:
-    """A dma-buf heap device, open. A context manager; `close()` may be called twice."""
+class DmaHeap(OwnedFd):
+    """A dma-buf heap device, open (see OwnedFd: a context manager, closed once)."""
 
-    __slots__ = ("_fd", "name", "path")
+    __slots__ = ("name", "path")
 
     def __init__(self, fd: int, name: str, path: str) -> None:
-        self._fd: int | None = fd
+        super().__init__(fd)
         self.name = name
         self.path = path
+
+    def _label(self) -> str:
+        return f"dma-buf heap {escape(self.name)} ({escape(self.path)})"
+
+    def _repr_fields(self) -> str:
+        return f", name={self.name!r}, path={self.path!r}"
 
     @classmethod
     def open(cls, name: str, dev_root: str = "/dev") -> DmaHeap:
@@ -97,12 +103,6 @@ class DmaHeap:
             ) from None
         return cls(fd, name, path)
 
-    @property
-    def fd(self) -> int:
-        if self._fd is None:
-            raise ValueError(f"{self.path} is closed")
-        return self._fd
-
     def alloc(self, size_bytes: int, *, fd_flags: int = DEFAULT_FD_FLAGS, heap_flags: int = 0) -> DmaBuf:
         """DMA_HEAP_IOCTL_ALLOC: a new dma-buf of `size_bytes` (rounded up to pages by the kernel)."""
         arg = uapi.dma_heap_allocation_data(len=size_bytes, fd=0, fd_flags=fd_flags & 0xFFFFFFFF, heap_flags=heap_flags)
@@ -120,19 +120,6 @@ class DmaHeap:
             },
         )
         return DmaBuf(arg.fd, exporter=self.name)
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-    def __enter__(self) -> DmaHeap:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def heap_alloc(

@@ -19,16 +19,18 @@ import mmap
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import TracebackType
 
 from dmabuf_inspect.errors import InvalidArgumentError, device_permission_cause, syscall_error
 from dmabuf_inspect.ioctl import uapi
 from dmabuf_inspect.ioctl.buffer import DmaBuf, checked_ioctl, fd_target
+from dmabuf_inspect.ioctl.handle import OwnedFd
+from dmabuf_inspect.kernel.devices import read_udmabuf_param
+from dmabuf_inspect.kernel.reader import Tree
+from dmabuf_inspect.textsafe import escape
 
 EXPORTER = "udmabuf"
 DEVICE_NAME = "udmabuf"
 MEMFD_NAME = "dmabuf-inspect"
-PARAMETERS = "module/udmabuf/parameters"
 UDEV_MATCH = 'KERNEL=="udmabuf"'
 F_SEAL_FUTURE_WRITE = 0x0010  # include/uapi/linux/fcntl.h; Python's fcntl lacks it before 3.12
 
@@ -49,16 +51,9 @@ class UdmabufLimits:
 
 
 def read_limits(sys_root: str = "/sys") -> UdmabufLimits:
-    """The module's size_limit_mb and list_limit; None where unreadable."""
-
-    def one(name: str) -> int | None:
-        try:
-            with open(os.path.join(sys_root, PARAMETERS, name), "rb") as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):
-            return None
-
-    return UdmabufLimits(size_limit_mb=one("size_limit_mb"), list_limit=one("list_limit"))
+    """The module's size_limit_mb and list_limit on this machine; None where unreadable."""
+    sys = Tree(sys_root, live=True)
+    return UdmabufLimits(read_udmabuf_param(sys, "size_limit_mb"), read_udmabuf_param(sys, "list_limit"))
 
 
 def make_memfd(size_bytes: int, *, name: str = MEMFD_NAME, seal_shrink: bool = True, hugetlb: bool = False) -> int:
@@ -157,15 +152,21 @@ def _explain_einval(items: list[UdmabufItem], limits: UdmabufLimits) -> str:
     )
 
 
-class UdmabufDevice:
-    """/dev/udmabuf, open. A context manager; `close()` may be called twice."""
+class UdmabufDevice(OwnedFd):
+    """/dev/udmabuf, open (see OwnedFd: a context manager, closed once)."""
 
-    __slots__ = ("_fd", "limits", "path")
+    __slots__ = ("limits", "path")
 
     def __init__(self, fd: int, path: str, limits: UdmabufLimits | None = None) -> None:
-        self._fd: int | None = fd
+        super().__init__(fd)
         self.path = path
         self.limits = limits or UdmabufLimits(None, None)
+
+    def _label(self) -> str:
+        return f"udmabuf device {escape(self.path)}"
+
+    def _repr_fields(self) -> str:
+        return f", path={self.path!r}, size_limit_mb={self.limits.size_limit_mb}, list_limit={self.limits.list_limit}"
 
     @classmethod
     def open(cls, dev_root: str = "/dev", sys_root: str = "/sys") -> UdmabufDevice:
@@ -187,12 +188,6 @@ class UdmabufDevice:
                 },
             ) from None
         return cls(fd, path, read_limits(sys_root))
-
-    @property
-    def fd(self) -> int:
-        if self._fd is None:
-            raise ValueError(f"{self.path} is closed")
-        return self._fd
 
     def _causes(self, items: list[UdmabufItem]) -> dict[int, str]:
         memfds = sorted({i.memfd for i in items})
@@ -236,19 +231,6 @@ class UdmabufDevice:
             causes=self._causes(parts),
         )
         return DmaBuf(fd, exporter=EXPORTER)
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-    def __enter__(self) -> UdmabufDevice:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def create(

@@ -15,8 +15,10 @@ from typing import Any
 import jsonschema
 import pytest
 
+from dmabuf_inspect import schemas
 from dmabuf_inspect.bench import cache as benchcache
-from dmabuf_inspect.bench import mmapcost
+from dmabuf_inspect.bench import runner
+from dmabuf_inspect.bench.model import BenchReport
 from dmabuf_inspect.ioctl import udmabuf
 
 pytestmark = pytest.mark.kernel
@@ -53,12 +55,12 @@ def well_formed(size: dict[str, Any], *, sync: bool) -> None:
 def test_bench_json_udmabuf_and_system(tmp_path: Path) -> None:
     rc, doc, err = bench("--exporter", "udmabuf,system", "--size", "4K,1M", "--repeat", "2", cache=str(tmp_path))
     assert rc == 0, err
-    with open(mmapcost.schema_path()) as f:
-        jsonschema.validate(doc, json.load(f))
+    jsonschema.validate(doc, schemas.load(schemas.BENCH))
     assert doc["kernel"] == os.uname().release and doc["repeat"] == 2
     assert doc["processes"] == 2  # each repeat: the best of 2 worker processes, each with its own buffers
     cache = benchcache.load(os.uname().release, str(tmp_path / "dmabuf-inspect"))
-    assert cache is not None and cache.runs[0]["report"] == doc  # kept for the TUI
+    assert cache is not None and cache.runs[0].report.to_json() == doc  # kept for the TUI
+    assert BenchReport.from_json(doc) == cache.runs[0].report
     system = cache.cost("system", 4 << 20)
     assert system is not None and system.size_bytes == 1 << 20 and system.read_vs_anon is not None
     targets = {t["target"]: t for t in doc["targets"]}
@@ -77,7 +79,7 @@ def test_bench_json_udmabuf_and_system(tmp_path: Path) -> None:
 def test_system_heap_mmap_populates_every_page() -> None:
     # system_heap_mmap() calls remap_pfn_range() for every page at mmap time, so mapping 16 MiB
     # costs far more than mapping 4 KiB, and its first touch then finds the pages mapped.
-    report = mmapcost.run_bench(exporters=["system"], sizes=(4096, 16 << 20), repeat=3, baselines=())
+    report = runner.run_bench(exporters=["system"], sizes=(4096, 16 << 20), repeat=3, baselines=())
     small, big = report.target("system").sizes
     assert small.mmap_ns is not None and big.mmap_ns is not None
     assert big.mmap_ns.median > 10 * small.mmap_ns.median
@@ -104,3 +106,24 @@ def test_bench_reports_a_missing_heap_and_fails_without_any_dmabuf(tmp_path: Pat
     assert target["target"] == "no-such-heap" and target["sizes"] == []
     assert target["error"].startswith("Opening dma-buf heap no-such-heap")
     assert not (tmp_path / "dmabuf-inspect").exists()  # nothing measured, nothing kept
+
+
+def test_bench_refuses_a_pass_larger_than_the_memory_available(tmp_path: Path) -> None:
+    import psutil
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    size = psutil.virtual_memory().available // 3 // page * page  # x (system + anon + memfd)
+    rc, doc, err = bench("--exporter", "system", "--size", f"4K,{size}", "--repeat", "1", cache=str(tmp_path))
+    assert rc == 1 and doc == {}
+    assert err.startswith("dmabuf-inspect: refusing to measure: a pass holding ") and err.count("\n") == 1
+    assert "for each of 1 exporter and 2 baselines" in err
+    assert not (tmp_path / "dmabuf-inspect").exists()
+
+
+def test_bench_refuses_a_tree(tmp_path: Path) -> None:
+    (tmp_path / "proc").mkdir()
+    rc, doc, err = bench("--exporter", "system", "--size", "4K", "--tree", str(tmp_path), cache=str(tmp_path))
+    assert rc == 2 and doc == {}
+    assert err.endswith(
+        "so it takes no --tree, --proc-root, --sys-root, --debugfs-root or --dev-root (given: --tree)\n"
+    )

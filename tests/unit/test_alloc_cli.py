@@ -13,12 +13,13 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
+from paths import FIXTURES
 
 from dmabuf_inspect.cli.commands import alloc, heaps
-from dmabuf_inspect.errors import InvalidArgumentError, UsageError
+from dmabuf_inspect.errors import DmabufInspectError, UsageError
 from dmabuf_inspect.ioctl.buffer import DmaBuf
 from dmabuf_inspect.ioctl.heaps import DmaHeap
 from dmabuf_inspect.ioctl.udmabuf import UdmabufDevice
@@ -27,49 +28,7 @@ from dmabuf_inspect.kernel.reader import Roots
 GIB = 1 << 30
 
 
-# ---- sizes -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "size"),
-    [
-        ("4096", 4096),
-        ("4K", 4096),
-        ("4k", 4096),
-        ("4KiB", 4096),
-        ("4kb", 4096),
-        (" 1M ", 1 << 20),
-        ("1G", GIB),
-        ("2T", 2 << 40),
-        ("1.5M", 3 << 19),
-        ("0.5K", 512),
-        ("1", 1),
-    ],
-)
-def test_parse_size(text: str, size: int) -> None:
-    assert alloc.parse_size(text) == size
-
-
-@pytest.mark.parametrize(
-    ("text", "why"),
-    [
-        ("", "is not a number"),
-        ("K", "is not a number"),
-        ("1X", "is not a number with an optional K, M, G or T"),
-        ("-1", "is not a number"),
-        ("1e3", "is not a number"),
-        ("0", "must be more than 0"),
-        ("0K", "must be more than 0"),
-        ("1.5", "is not a whole number of bytes"),
-        ("0.1K", "is not a whole number of bytes"),
-        ("\x1b[2J", "\\x1b[2J"),
-    ],
-)
-def test_parse_size_refuses(text: str, why: str) -> None:
-    with pytest.raises(InvalidArgumentError) as info:
-        alloc.parse_size(text)
-    assert why in str(info.value)
-    assert "\x1b" not in str(info.value)
+# ---- arguments -------------------------------------------------------------------------------
 
 
 def parser() -> argparse.ArgumentParser:
@@ -81,14 +40,15 @@ def parser() -> argparse.ArgumentParser:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--udmabuf", "--size", "0"], "argument --size: size 0 must be more than 0"),
-        (["--udmabuf", "--size", "1Q"], "argument --size: size 1Q is not a number"),
+        (["--udmabuf", "--size", "0"], "argument --size: size '0' must be more than 0"),
+        (["--udmabuf", "--size", "1Q"], "argument --size: size '1Q' is not a number"),
+        (["--udmabuf", "--size", "1.5"], "argument --size: size '1.5' is not a whole number of bytes"),
         (["--udmabuf", "--size", "4K", "--count", "0"], "argument --count: count 0 must be a whole number"),
         (["--udmabuf", "--size", "4K", "--hold", "-1"], "argument --hold: hold -1 must be 0 or more seconds"),
         (["--udmabuf", "--size", "4K", "--hold", "nan"], "argument --hold: hold nan must be 0 or more"),
         (["--udmabuf", "--heap", "system", "--size", "4K"], "not allowed with argument"),
-        (["--size", "4K"], "one of the arguments --udmabuf --heap is required"),
-        (["--udmabuf"], "the following arguments are required: --size"),
+        (["--size", "4K"], "one of the arguments --udmabuf --heap --vfio is required"),
+        # --udmabuf without --size: a UsageError from run() (--vfio takes no --size), tests/unit/test_vfio_alloc.py
     ],
 )
 def test_bad_arguments_are_one_line_usage_errors(
@@ -101,20 +61,27 @@ def test_bad_arguments_are_one_line_usage_errors(
 
 
 def test_arguments_parse() -> None:
-    args = parser().parse_args(["--heap", "system", "--size", "1M", "--count", "3", "--map", "--hold", "2.5"])
+    args = parser().parse_args(["--heap", "system", "--size", "1.5M", "--count", "3", "--map", "--hold", "2.5"])
     assert (args.heap, args.udmabuf, args.size, args.count, args.map, args.hold) == (
         "system",
         False,
-        1 << 20,
+        3 << 19,
         3,
         True,
         2.5,
     )
 
 
+def test_help_states_the_size_grammar(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "K, M, G or T suffix (powers of 1024; KiB and KB mean the same, case does not matter)" in text
+
+
 # ---- refusing absurd requests ----------------------------------------------------------------
 
-MEM = alloc.Memory(total_bytes=GIB, available_bytes=GIB // 2)
+MEM = alloc.Memory(total_bytes=GIB, available_bytes=GIB // 2)  # margin 64 MiB: 448 MiB allowed
 
 
 def sane(size: int, count: int = 1, **kw: Any) -> str | None:
@@ -133,7 +100,7 @@ def test_sane_requests_pass() -> None:
     assert sane(1 << 20) is None
     assert sane(64 << 20, udmabuf=True) is None
     assert sane(1 << 20, 500) is None
-    assert sane(GIB, memory=alloc.Memory(None, None), udmabuf_limit_mb=None, fd_limit=None) is None
+    assert sane(GIB, memory=None, udmabuf_limit_mb=None, fd_limit=None) is None
 
 
 def test_refuses_more_than_physical_memory() -> None:
@@ -148,10 +115,44 @@ def test_refuses_over_udmabuf_size_limit() -> None:
     assert sane(65 << 20, udmabuf=False) is None  # heaps have no such limit
 
 
-def test_refuses_count_times_size_over_available() -> None:
-    assert sane(100 << 20, 6) == (
-        "--count 6 x --size 100.0 MiB = 600.0 MiB is more than the memory available (512.0 MiB)"
+def test_count_times_size_over_available_is_not_a_usage_error() -> None:
+    assert sane(100 << 20, 6) is None  # check_memory's: exit 1
+
+
+def test_margin_is_an_eighth_of_available_and_at_least_64_mib() -> None:
+    assert alloc.Memory(GIB, GIB // 2).margin_bytes == 64 << 20
+    assert alloc.Memory(8 * GIB, 4 * GIB).margin_bytes == 512 << 20
+    assert alloc.Memory(GIB, 32 << 20).allowed_bytes == 0
+
+
+def test_check_memory_refuses_past_available_less_the_margin() -> None:
+    alloc.check_memory(448 << 20, "x", MEM)
+    alloc.check_memory(1 << 40, "x", None)  # unknown: not refused
+    with pytest.raises(alloc.NotEnoughMemoryError) as info:
+        alloc.check_memory((448 << 20) + 1, "--count 1 x --size 448.0 MiB", MEM)
+    assert str(info.value) == (
+        "--count 1 x --size 448.0 MiB = 448.0 MiB is more than the memory available (512.0 MiB) less a margin of "
+        "64.0 MiB kept for the rest of the machine"
     )
+    assert info.value.exit_code == 1
+
+
+class FakeVirtualMemory(NamedTuple):
+    total: int
+    available: int
+
+
+def test_read_memory_asks_psutil(monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: FakeVirtualMemory(2 * GIB, GIB))
+    assert alloc.read_memory() == alloc.Memory(2 * GIB, GIB)
+
+    def fails() -> FakeVirtualMemory:
+        raise OSError(2, "No such file or directory")
+
+    monkeypatch.setattr(psutil, "virtual_memory", fails)
+    assert alloc.read_memory() is None
 
 
 def test_refuses_more_fds_than_the_limit() -> None:
@@ -162,20 +163,11 @@ def test_refuses_more_fds_than_the_limit() -> None:
     assert sane(4096, 400) is None
 
 
-def test_read_memory(tmp_path: Path) -> None:
-    (tmp_path / "meminfo").write_text("MemTotal:        2048 kB\nMemFree:  100 kB\nMemAvailable:   1024 kB\n")
-    assert alloc.read_memory(str(tmp_path)) == alloc.Memory(2048 * 1024, 1024 * 1024)
-    (tmp_path / "meminfo").write_text("MemTotal: 2048 kB\nMemFree: 100 kB\n")
-    assert alloc.read_memory(str(tmp_path)) == alloc.Memory(2048 * 1024, 100 * 1024)
-    assert alloc.read_memory(str(tmp_path / "none")) == alloc.Memory(None, None)
-
-
 # ---- run() with allocation replaced by memfds ------------------------------------------------
 
 
-def make_tree(root: Path, *, mem_kb: int = 1 << 20, avail_kb: int = 1 << 19, limit_mb: int = 64) -> Roots:
+def make_tree(root: Path, *, limit_mb: int = 64) -> Roots:
     (root / "proc").mkdir()
-    (root / "proc" / "meminfo").write_text(f"MemTotal: {mem_kb} kB\nMemAvailable: {avail_kb} kB\n")
     params = root / "sys" / "module" / "udmabuf" / "parameters"
     params.mkdir(parents=True)
     (params / "size_limit_mb").write_text(f"{limit_mb}\n")
@@ -231,7 +223,15 @@ class FakeHeap:
 
 
 @pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fakes]:
+def memory(monkeypatch: pytest.MonkeyPatch) -> list[alloc.Memory]:
+    """What psutil says: 1 GiB, 512 MiB of it available; replace [0] to change it."""
+    box = [MEM]
+    monkeypatch.setattr(alloc, "read_memory", lambda: box[0])
+    return box
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch, memory: list[alloc.Memory]) -> Iterator[Fakes]:
     f = Fakes()
     monkeypatch.setattr(UdmabufDevice, "open", classmethod(lambda cls, *a: FakeDevice()))
     monkeypatch.setattr(DmaHeap, "open", classmethod(lambda cls, name, *a: FakeHeap(f, name)))
@@ -290,29 +290,43 @@ def test_run_rounds_up_to_pages(tmp_path: Path, fakes: Fakes, capsys: pytest.Cap
 
 
 @pytest.mark.parametrize(
-    ("kw", "why"),
+    ("kw", "why", "exit_code"),
     [
-        ({"heap": "system", "size": 2 * GIB}, "--size 2.0 GiB is more than this machine's memory (1.0 GiB)"),
-        ({"udmabuf": True, "size": 128 << 20}, "--size 128.0 MiB is over udmabuf's size_limit_mb (64 MiB;"),
-        ({"heap": "system", "size": 100 << 20, "count": 6}, "= 600.0 MiB is more than the memory available"),
+        ({"heap": "system", "size": 2 * GIB}, "--size 2.0 GiB is more than this machine's memory (1.0 GiB)", 2),
+        ({"udmabuf": True, "size": 128 << 20}, "--size 128.0 MiB is over udmabuf's size_limit_mb (64 MiB;", 2),
+        (
+            {"heap": "system", "size": 100 << 20, "count": 5},
+            "--count 5 x --size 100.0 MiB = 500.0 MiB is more than the memory available (512.0 MiB) less a margin "
+            "of 64.0 MiB kept for the rest of the machine",
+            1,
+        ),
     ],
-    ids=["memory", "size-limit", "count"],
+    ids=["memory", "size-limit", "available"],
 )
-def test_run_refuses_absurd_without_force(tmp_path: Path, fakes: Fakes, kw: dict[str, Any], why: str) -> None:
+def test_run_refuses_absurd_without_force(
+    tmp_path: Path, fakes: Fakes, kw: dict[str, Any], why: str, exit_code: int
+) -> None:
     roots = make_tree(tmp_path)
-    with pytest.raises(UsageError) as info:
+    with pytest.raises(DmabufInspectError) as info:
         alloc.run(namespace(roots, **kw))
     message = str(info.value)
     assert message.startswith("refusing to allocate: ")
     assert why in message
     assert message.endswith("; add --force to try anyway")
     assert "\n" not in message
-    assert info.value.exit_code == 2
+    assert info.value.exit_code == exit_code
     assert fakes.made == []
 
 
-def test_run_force_allocates_anyway(tmp_path: Path, fakes: Fakes) -> None:
-    roots = make_tree(tmp_path, mem_kb=1024, avail_kb=512)
+def test_run_allocates_up_to_available_less_the_margin(tmp_path: Path, fakes: Fakes) -> None:
+    roots = make_tree(tmp_path)
+    assert alloc.run(namespace(roots, heap="system", size=112 << 20, count=4)) == 0  # 448 MiB
+    assert len(fakes.made) == 4
+
+
+def test_run_force_allocates_anyway(tmp_path: Path, fakes: Fakes, memory: list[alloc.Memory]) -> None:
+    memory[0] = alloc.Memory(1 << 20, 512 << 10)
+    roots = make_tree(tmp_path)
     assert alloc.run(namespace(roots, heap="system", size=1 << 20, force=True)) == 0
     assert len(fakes.made) == 1
 
@@ -324,11 +338,25 @@ def test_run_refuses_long_name_before_allocating(tmp_path: Path, fakes: Fakes) -
     assert fakes.made == []
 
 
-def test_run_refuses_a_captured_tree(tmp_path: Path, fakes: Fakes) -> None:
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("tree", "X"), ("proc_root", "X"), ("sys_root", "X"), ("debugfs_root", "X"), ("dev_root", "X")],
+)
+def test_run_refuses_every_root_option(tmp_path: Path, fakes: Fakes, option: str, value: str) -> None:
     roots = make_tree(tmp_path)
-    with pytest.raises(UsageError, match="cannot use a captured --tree"):
-        alloc.run(namespace(roots, heap="system", tree=str(tmp_path)))
+    with pytest.raises(UsageError) as info:
+        alloc.run(namespace(roots, heap="system", **{option: str(tmp_path / value)}))
+    flag = "--" + option.replace("_", "-")
+    assert str(info.value) == (
+        "alloc makes buffers on this machine, so it takes no --tree, --proc-root, --sys-root, --debugfs-root or "
+        f"--dev-root (given: {flag})"
+    )
     assert fakes.made == []
+
+
+def test_run_takes_the_live_roots_named_explicitly(tmp_path: Path, fakes: Fakes) -> None:
+    live = {"proc_root": "/proc", "sys_root": "/sys", "debugfs_root": "/sys/kernel/debug", "dev_root": "/dev"}
+    assert alloc.run(namespace(make_tree(tmp_path), heap="system", tree=None, **live)) == 0
 
 
 def test_run_default_hold_off_a_terminal_is_zero(tmp_path: Path, fakes: Fakes) -> None:
@@ -449,3 +477,39 @@ def test_heaps_says_when_there_are_none(tmp_path: Path, capsys: pytest.CaptureFi
             "list_limit": None,
         },
     }
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--tree", "{k612}", "bench", "--size", "4K"],
+        ["bench", "--size", "4K", "--tree", "{k612}"],
+        ["bench", "--dev-root", "{k612}/dev"],
+        ["--sys-root", "{k612}/sys", "bench"],
+        ["--tree", "{k612}", "alloc", "--heap", "system", "--size", "4K"],
+        ["alloc", "--heap", "system", "--size", "4K", "--tree", "{k612}"],
+        ["alloc", "--udmabuf", "--size", "4K", "--dev-root", "{k612}/dev"],
+    ],
+    ids=lambda argv: " ".join(argv),
+)
+def test_alloc_and_bench_refuse_root_options_before_or_after_the_command(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dmabuf_inspect.bench import runner
+    from dmabuf_inspect.cli.main import main
+
+    def must_not_run(*a: object, **kw: object) -> None:
+        raise AssertionError("allocated or measured")
+
+    monkeypatch.setattr(runner, "run_bench", must_not_run)
+    monkeypatch.setattr(DmaHeap, "open", classmethod(must_not_run))
+    monkeypatch.setattr(UdmabufDevice, "open", classmethod(must_not_run))
+    k612 = str(FIXTURES / "k6.12")
+    assert main([a.replace("{k612}", k612) for a in argv]) == 2
+    err = capsys.readouterr().err
+    command = "alloc makes buffers" if "alloc" in argv else "bench measures buffers it makes"
+    flag = next(a for a in argv if a.endswith("-root") or a == "--tree")
+    assert err == (
+        f"dmabuf-inspect: {command} on this machine, so it takes no --tree, --proc-root, --sys-root, "
+        f"--debugfs-root or --dev-root (given: {flag})\n"
+    )

@@ -8,52 +8,29 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
+import bench_fakes
 import jsonschema
 import pytest
 from bench_cli_args import bench_args
 
+from dmabuf_inspect import schemas
 from dmabuf_inspect.bench import cache as benchcache
-from dmabuf_inspect.bench import mmapcost
+from dmabuf_inspect.bench import runner
 from dmabuf_inspect.bench.cache import BenchCacheError, CacheReader
-from dmabuf_inspect.cli.commands import bench
+from dmabuf_inspect.bench.model import BenchReport
+from dmabuf_inspect.cli.commands import alloc, bench
 
 KERNEL = "6.12.107+deb13-amd64"
 SIZES = (4096, 1 << 20, 64 << 20)
+OLD_CACHE = Path(__file__).parent / "data" / "bench-cache-1.json"
 
 
-def fake_report(exporters: dict[str, float], kernel: str = KERNEL, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
-    """A bench document built by mmapcost's own aggregation from made-up passes: exporter E's
-    first touch costs SCALE times anon's, its bandwidth is anon's / SCALE."""
-    specs = [mmapcost._Spec(e, "dmabuf") for e in exporters]
-    specs += [mmapcost._Spec("anon", "baseline"), mmapcost._Spec("memfd", "baseline")]
-    scales = [*exporters.values(), 1.0, 1.0]
-
-    def entry(spec: mmapcost._Spec, scale: float, size: int) -> dict[str, Any]:
-        figures = {
-            "mmap_ns": 50_000.0,
-            "first_touch_ns_per_page": 20_000.0 * scale + size / 4096,
-            "write_mib_s": 400.0 / scale,
-            "read_mib_s": 2000.0 / scale,
-            "sync_pair_ns": 9000.0 if spec.kind == "dmabuf" else None,
-        }
-        return {"figures": figures, "error": None}
-
-    one_pass = [
-        {
-            "exporter": s.name if s.kind == "dmabuf" else None,
-            "exporter_class": "heap" if s.kind == "dmabuf" else None,
-            "error": None,
-            "sizes": {str(z): entry(s, k, z) for z in sizes},
-        }
-        for s, k in zip(specs, scales, strict=True)
-    ]
-    targets = mmapcost._aggregate(specs, sizes, [one_pass, one_pass], 1)
-    doc = mmapcost.report_to_dict(mmapcost.BenchReport(kernel, 4096, 2, targets, processes=0))
-    with open(mmapcost.schema_path()) as f:
-        jsonschema.validate(doc, json.load(f))
-    return doc
+def fake_report(exporters: dict[str, float], kernel: str = KERNEL, sizes: tuple[int, ...] = SIZES) -> BenchReport:
+    """Exporter E's first touch costs SCALE times anon's, its bandwidth is anon's / SCALE."""
+    report = bench_fakes.scaled_report(exporters, kernel, sizes)
+    jsonschema.validate(report.to_json(), schemas.load(schemas.BENCH))
+    return report
 
 
 def test_cache_dir_follows_xdg_and_ignores_relative_paths() -> None:
@@ -88,12 +65,12 @@ def test_a_newer_run_replaces_only_the_exporters_it_measured(tmp_path: Path) -> 
     benchcache.save(fake_report({"udmabuf": 0.25, "system": 0.5}), directory=d, now=1000.0)
     benchcache.save(fake_report({"udmabuf": 2.0}), directory=d, now=2000.0)
     cache = benchcache.load(KERNEL, d)
-    assert cache is not None and [r["measured_at"] for r in cache.runs] == [2000.0, 1000.0]
+    assert cache is not None and [r.measured_at for r in cache.runs] == [2000.0, 1000.0]
     assert cache.cost("udmabuf", 4096).measured_at == 2000.0  # type: ignore[union-attr]
     assert cache.cost("system", 4096).measured_at == 1000.0  # type: ignore[union-attr]
     benchcache.save(fake_report({"system": 1.0, "udmabuf": 1.0}), directory=d, now=3000.0)
     cache = benchcache.load(KERNEL, d)
-    assert cache is not None and [r["measured_at"] for r in cache.runs] == [3000.0]  # both superseded
+    assert cache is not None and [r.measured_at for r in cache.runs] == [3000.0]  # both superseded
     assert benchcache.load("another-kernel", d) is None
 
 
@@ -119,9 +96,14 @@ def test_reader_rereads_only_a_changed_file(tmp_path: Path, monkeypatch: pytest.
     reader = CacheReader(str(tmp_path))
     assert reader.read(KERNEL) == (None, None)
     benchcache.save(fake_report({"system": 1.0}), directory=str(tmp_path), now=1.0)
-    loads = []
+    loads: list[tuple[str, str | None]] = []
     real_load = benchcache.load
-    monkeypatch.setattr(benchcache, "load", lambda *a: loads.append(a) or real_load(*a))
+
+    def counted_load(release: str, directory: str | None = None) -> benchcache.BenchCache | None:
+        loads.append((release, directory))
+        return real_load(release, directory)
+
+    monkeypatch.setattr(benchcache, "load", counted_load)
     first, problem = reader.read(KERNEL)
     assert first is not None and problem is None
     assert reader.read(KERNEL)[0] is first and len(loads) == 1
@@ -139,40 +121,19 @@ def test_reading_the_cache_never_loads_the_measuring_code(tmp_path: Path) -> Non
     code = (
         "import sys; from dmabuf_inspect.bench.cache import CacheReader; "
         f"c, p = CacheReader({str(tmp_path)!r}).read({KERNEL!r}); assert c.cost('system', 4096) and p is None; "
-        "bad = [m for m in ('dmabuf_inspect.bench.mmapcost', 'dmabuf_inspect.ioctl.udmabuf', "
-        "'dmabuf_inspect.ioctl.heaps', "
+        "bad = [m for m in ('dmabuf_inspect.bench.runner', 'dmabuf_inspect.bench.measure', "
+        "'dmabuf_inspect.ioctl.udmabuf', 'dmabuf_inspect.ioctl.heaps', "
         "'ctypes', 'mmap') if m in sys.modules]; print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
-def _measured_run(monkeypatch: pytest.MonkeyPatch) -> None:
+def _measured_run(monkeypatch: pytest.MonkeyPatch) -> BenchReport:
     """run_bench as if udmabuf had been measured (no dma-buf device on a test machine)."""
-    doc = fake_report({"udmabuf": 0.5}, kernel=os.uname().release)
-
-    def fake_run_bench(**kw: object) -> mmapcost.BenchReport:
-        targets = tuple(
-            mmapcost.TargetResult(
-                t["target"],
-                t["kind"],
-                t["exporter"],
-                t["exporter_class"],
-                tuple(
-                    mmapcost.SizeResult(
-                        s["size_bytes"],
-                        s["pages"],
-                        s["passes"],
-                        read_mib_s=mmapcost.Spread.of([s["read_mib_s"]["median"]]),
-                    )
-                    for s in t["sizes"]
-                ),
-            )
-            for t in doc["targets"]
-        )
-        return mmapcost.BenchReport(doc["kernel"], 4096, 1, targets, processes=0)
-
-    monkeypatch.setattr(mmapcost, "run_bench", fake_run_bench)
+    report = fake_report({"udmabuf": 0.5}, kernel=os.uname().release)
+    monkeypatch.setattr(runner, "run_bench", lambda **kw: report)
+    return report
 
 
 def test_bench_command_keeps_its_result(
@@ -184,7 +145,7 @@ def test_bench_command_keeps_its_result(
     out, err = capsys.readouterr()
     assert err == ""
     cache = benchcache.load(os.uname().release, str(tmp_path / "cache" / "dmabuf-inspect"))
-    assert cache is not None and cache.runs[0]["report"] == json.loads(out)
+    assert cache is not None and cache.runs[0].report == BenchReport.from_json(json.loads(out))
     assert cache.cost("udmabuf", 4096) is not None
 
 
@@ -204,5 +165,52 @@ def test_bench_command_warns_in_one_line_when_the_cache_cannot_be_written(
 
 def test_bench_command_keeps_nothing_when_nothing_was_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert bench.run(bench_args(tmp_path, size="4K", repeat=1, processes=0, exporter="udmabuf", json=True)) == 1
+    assert bench.run(bench_args(tmp_path, size=(4096,), repeat=1, processes=0, exporter="udmabuf", json=True)) == 1
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.fixture(autouse=True)
+def plenty_of_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench command's memory guard sees 64 GiB available, whatever this machine has."""
+    monkeypatch.setattr(bench, "read_memory", lambda: alloc.Memory(128 << 30, 64 << 30))
+
+
+# ---- a cache written before the typed model ---------------------------------------------------
+# tests/unit/data/bench-cache-1.json was written by the dict-based mmapcost/benchcache (commit
+# b44c768): two runs, the newer with a failed size, a read-only fd (no write figure), a failed
+# SYNC and a target that could not be opened.
+
+
+def test_a_cache_written_before_the_typed_model_loads_with_the_same_costs(tmp_path: Path) -> None:
+    (tmp_path / f"bench-{KERNEL}.json").write_bytes(OLD_CACHE.read_bytes())
+    cache = benchcache.load(KERNEL, str(tmp_path))
+    assert cache is not None and [r.measured_at for r in cache.runs] == [1795000600.0, 1795000000.0]
+    # the figures the old code gave for these calls
+    assert cache.cost("udmabuf", 1 << 20) == benchcache.ExporterCost(
+        "udmabuf", 4096, 285.0, 900.0, 400.0, 0.015, 0.9, 0.8, 1795000600.0, KERNEL
+    )
+    assert cache.cost("system", 1 << 20) == benchcache.ExporterCost(
+        "system", 1 << 20, 10256.0, 4000.0, 800.0, 0.5063191153238547, 2.0, 2.0, 1795000000.0, KERNEL
+    )
+    newer = cache.runs[0].report
+    fd = newer.target("fd:7")
+    assert fd.sizes[0].write_mib_s is None and fd.sizes[1].sync_pair_ns is None
+    assert fd.sizes[1].error == "DMA_BUF_IOCTL_SYNC: Invalid argument (EINVAL)"
+    assert newer.target("no-such-heap").error is not None and newer.target("no-such-heap").sizes == ()
+
+
+def test_old_runs_are_written_back_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / f"bench-{KERNEL}.json"
+    path.write_bytes(OLD_CACHE.read_bytes())
+    old = json.loads(OLD_CACHE.read_text())
+    benchcache.save(fake_report({"carveout": 1.0}), directory=str(tmp_path), now=1795001000.0)
+    runs = json.loads(path.read_text())["runs"]
+    assert [r["measured_at"] for r in runs] == [1795001000.0, 1795000600.0, 1795000000.0]
+    assert runs[1:] == old["runs"]  # from_json then to_json gives the same document
+
+
+def test_every_run_of_the_old_cache_is_a_valid_bench_document() -> None:
+    schema = schemas.load(schemas.BENCH)
+    for run in json.loads(OLD_CACHE.read_text())["runs"]:
+        jsonschema.validate(run["report"], schema)
+        assert BenchReport.from_json(run["report"]).to_json() == run["report"]

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import mmap
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from dmabuf_inspect.errors import DmabufInspectError, InvalidArgumentError, Sysc
 from dmabuf_inspect.ioctl import buffer as dmabuf_fd
 from dmabuf_inspect.ioctl import heaps as heaps_alloc
 from dmabuf_inspect.ioctl import uapi, udmabuf
+from dmabuf_inspect.ioctl.handle import OwnedFd
 
 PAGE = mmap.PAGESIZE
 
@@ -518,16 +520,97 @@ def test_dmabuf_close_is_safe_twice_and_closes_memfd_and_maps(memfd: int) -> Non
         _ = buf.fd
 
 
-def test_device_and_heap_close_twice(memfd: int) -> None:
-    for handle in (device(memfd), heap(memfd)):
-        fd = handle.fd
-        with handle:
-            pass
+def handles(fd: int) -> list[OwnedFd]:
+    """One of each fd-owning class, each over its own dup of FD."""
+    return [
+        device(fd),
+        heap(fd),
+        dmabuf_fd.DmaBuf(os.dup(fd), exporter="system"),
+        dmabuf_fd.SyncFile(os.dup(fd)),
+    ]
+
+
+@pytest.mark.parametrize("kind", ["UdmabufDevice", "DmaHeap", "DmaBuf", "SyncFile"])
+def test_every_handle_closes_once_as_a_context_manager(memfd: int, kind: str) -> None:
+    (handle,) = [h for h in handles(memfd) if type(h).__name__ == kind]
+    for other in handles(memfd):
+        if other is not handle:
+            other.close()
+    fd = handle.fd
+    assert isinstance(handle, OwnedFd) and not handle.closed
+    with handle as entered:
+        assert entered is handle
+    assert handle.closed
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    handle.close()  # twice: nothing happens, even once the number is reused
+    reused = os.dup(memfd)
+    try:
         handle.close()
+        os.fstat(reused)
+    finally:
+        os.close(reused)
+
+
+@pytest.mark.parametrize(
+    ("index", "label"),
+    [
+        (0, "udmabuf device /dev/udmabuf is closed"),
+        (1, "dma-buf heap system (/dev/dma_heap/system) is closed"),
+        (2, "dma-buf INODE (system, 16384 bytes) is closed"),
+        (3, "sync_file is closed"),
+    ],
+)
+def test_use_after_close_is_a_clear_error(memfd: int, index: int, label: str) -> None:
+    all_of_them = handles(memfd)
+    for h in all_of_them:
+        h.close()
+    handle = all_of_them[index]
+    message = label.replace("INODE", str(os.fstat(memfd).st_ino))
+    with pytest.raises(ValueError) as info:
+        _ = handle.fd
+    assert str(info.value) == message
+    with pytest.raises(ValueError, match=re.escape(message)), handle:
+        pass
+    with pytest.raises(ValueError, match=re.escape(message)):
+        handle.detach()
+
+
+def test_closing_in_a_with_block_on_error(memfd: int) -> None:
+    h = heap(memfd)
+    with pytest.raises(RuntimeError), h:
+        raise RuntimeError("boom")
+    assert h.closed
+
+
+def test_reprs_show_the_fd_or_closed(memfd: int) -> None:
+    dev, hp, buf, sf = handles(memfd)
+    ino = os.fstat(memfd).st_ino
+    assert repr(dev) == f"UdmabufDevice(fd={dev.fd}, path='/dev/udmabuf', size_limit_mb=64, list_limit=1024)"
+    assert repr(hp) == f"DmaHeap(fd={hp.fd}, name='system', path='/dev/dma_heap/system')"
+    assert repr(buf) == f"DmaBuf(fd={buf.fd}, exporter='system', size_bytes={4 * PAGE}, inode={ino})"
+    assert repr(sf) == f"SyncFile(fd={sf.fd})"
+    for h in (dev, hp, buf, sf):
+        h.close()
+    assert repr(hp) == "DmaHeap(closed, name='system', path='/dev/dma_heap/system')"
+    assert repr(sf) == "SyncFile(closed)"
+    with_memfd = dmabuf_fd.DmaBuf(os.dup(memfd), exporter="udmabuf", memfd=os.dup(memfd))
+    assert repr(with_memfd).endswith(f"inode={ino}, memfd={with_memfd.memfd})")
+    with_memfd.close()
+
+
+def test_detach_hands_over_the_fd_and_close_leaves_it_open(memfd: int) -> None:
+    inner = os.dup(memfd)
+    buf = dmabuf_fd.DmaBuf(os.dup(memfd), exporter="udmabuf", memfd=inner)
+    fd = buf.detach()
+    try:
+        assert buf.closed and buf.memfd == inner
+        buf.close()
+        os.fstat(fd)  # still open: the caller owns it
         with pytest.raises(OSError):
-            os.fstat(fd)
-        with pytest.raises(ValueError, match="closed"):
-            _ = handle.fd
+            os.fstat(inner)  # the memfd stayed with the buffer, and closed with it
+    finally:
+        os.close(fd)
 
 
 def test_mmap_einval_message(memfd: int) -> None:

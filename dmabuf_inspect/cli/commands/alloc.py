@@ -1,8 +1,16 @@
 """Allocate dma-bufs in this process (udmabuf or a heap) and hold them, as a known load for testing.
 
+With --vfio PCI_ADDR it exports ranges of a vfio-pci device's BAR instead (cli/vfio_alloc.py).
+
 The buffers live only as long as this command: it prints what it made, holds them for --hold
 seconds (by default until Ctrl-C on a terminal, at once otherwise) and exits 0 on Ctrl-C or
-SIGTERM. Sizes take K, M, G and T suffixes (powers of 1024).
+SIGTERM.
+
+Before allocating it refuses what looks absurd (more than the machine's memory, over udmabuf's
+size_limit_mb, more fds than ulimit -n: a usage error) and what does not fit in the memory
+available (exit 1): count x size may take at most MemAvailable (psutil.virtual_memory().available)
+less a margin of an eighth of it, and at least 64 MiB, left for the rest of the machine. --force
+allocates anyway.
 """
 
 from __future__ import annotations
@@ -11,51 +19,60 @@ import argparse
 import math
 import mmap
 import os
-import re
 import resource
 import signal
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 
-from dmabuf_inspect.errors import InvalidArgumentError, UsageError
+from dmabuf_inspect.cli import vfio_alloc
+from dmabuf_inspect.errors import DmabufInspectError, InvalidArgumentError, UsageError
 from dmabuf_inspect.ioctl.buffer import DmaBuf, encode_name
 from dmabuf_inspect.ioctl.heaps import DmaHeap
 from dmabuf_inspect.ioctl.udmabuf import UdmabufDevice, create_with_memfd
 from dmabuf_inspect.kernel.devices import read_udmabuf
 from dmabuf_inspect.kernel.reader import Roots
 from dmabuf_inspect.textsafe import escape
-from dmabuf_inspect.units import human_bytes
+from dmabuf_inspect.units import SIZE_GRAMMAR, SizeError, human_bytes, parse_size
 
 NAME = "alloc"
 
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 _FD_HEADROOM = 16
 _HOLD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+MARGIN_FRACTION = 8  # an eighth of the memory available stays free...
+MARGIN_MIN_BYTES = 64 << 20  # ...and at least this much
+_ROOT_OPTIONS = (
+    ("tree", None),
+    ("proc_root", "/proc"),
+    ("sys_root", "/sys"),
+    ("debugfs_root", "/sys/kernel/debug"),
+    ("dev_root", "/dev"),
+)
 
 
-def parse_size(text: str) -> int:
-    """'4096', '4K', '1M', '1.5G', '2GiB' -> bytes (binary units). Raises InvalidArgumentError."""
-    match = _SIZE.match(text)
-    if not match:
-        raise InvalidArgumentError(f"size {escape(text)!s} is not a number with an optional K, M, G or T")
-    try:
-        value = Decimal(match.group(1)) * _UNITS[match.group(2).upper()]
-    except InvalidOperation:
-        raise InvalidArgumentError(f"size {escape(text)!s} is not a number") from None
-    if value != value.to_integral_value():
-        raise InvalidArgumentError(f"size {escape(text)!s} is not a whole number of bytes")
-    if value <= 0:
-        raise InvalidArgumentError(f"size {escape(text)!s} must be more than 0")
-    return int(value)
+class NotEnoughMemoryError(DmabufInspectError):
+    """A request that does not fit in the memory available (exit 1: the machine, not the usage)."""
+
+
+def refuse_root_options(args: argparse.Namespace, what: str) -> None:
+    """A usage error when a root option (--tree, --proc-root, ...) was given, before or after the
+    command: WHAT ('alloc makes buffers') happens on this machine, whatever tree is named."""
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name, default in _ROOT_OPTIONS
+        if getattr(args, name, None) not in (None, default)
+    ]
+    if given:
+        raise UsageError(
+            f"{what} on this machine, so it takes no --tree, --proc-root, --sys-root, --debugfs-root or "
+            f"--dev-root (given: {', '.join(given)})"
+        )
 
 
 def _size_arg(text: str) -> int:
     try:
         return parse_size(text)
-    except InvalidArgumentError as exc:
+    except SizeError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -79,7 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--udmabuf", action="store_true", help="make udmabufs from sealed memfds")
     source.add_argument("--heap", metavar="NAME", help="allocate from /dev/dma_heap/NAME (e.g. system)")
-    parser.add_argument("--size", required=True, type=_size_arg, metavar="SIZE", help="per buffer: 4096, 4K, 1M, 1G")
+    source.add_argument(
+        "--vfio", metavar="PCI_ADDR", help="export BAR ranges of a vfio-pci device (6.19+; --region, --range)"
+    )
+    parser.add_argument(
+        "--size", type=_size_arg, metavar="SIZE", help=f"per buffer, with --udmabuf or --heap: {SIZE_GRAMMAR}"
+    )
+    vfio_alloc.add_arguments(parser)
     parser.add_argument("--count", type=_count_arg, default=1, metavar="N", help="how many buffers (1)")
     parser.add_argument("--name", help="name each buffer (DMA_BUF_SET_NAME, at most 31 bytes)")
     parser.add_argument("--map", action="store_true", help="also map each buffer into this process")
@@ -94,23 +117,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Memory:
-    total_bytes: int | None
-    available_bytes: int | None
+    total_bytes: int
+    available_bytes: int  # MemAvailable: what can be allocated without swapping
+
+    @property
+    def margin_bytes(self) -> int:
+        """What a request must leave of the memory available."""
+        return max(self.available_bytes // MARGIN_FRACTION, MARGIN_MIN_BYTES)
+
+    @property
+    def allowed_bytes(self) -> int:
+        return max(0, self.available_bytes - self.margin_bytes)
 
 
-def read_memory(proc_root: str) -> Memory:
-    """MemTotal and MemAvailable from PROC_ROOT/meminfo; None where missing."""
-    values: dict[str, int] = {}
+def read_memory() -> Memory | None:
+    """This machine's memory (psutil.virtual_memory()); None when it cannot be read."""
+    import psutil
+
     try:
-        with open(os.path.join(proc_root, "meminfo"), encoding="ascii", errors="replace") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                fields = rest.split()
-                if fields and fields[0].isdigit():
-                    values[key] = int(fields[0]) * (1024 if fields[1:2] == ["kB"] else 1)
-    except OSError:
-        pass
-    return Memory(values.get("MemTotal"), values.get("MemAvailable", values.get("MemFree")))
+        vm = psutil.virtual_memory()
+    except (OSError, RuntimeError):
+        return None
+    return Memory(int(vm.total), int(vm.available))
+
+
+def check_memory(needed_bytes: int, what: str, memory: Memory | None) -> None:
+    """NotEnoughMemoryError when NEEDED_BYTES (WHAT, e.g. '--count 2 x --size 1.0 GiB') is more
+    than the memory available less the margin."""
+    if memory is None or needed_bytes <= memory.allowed_bytes:
+        return
+    raise NotEnoughMemoryError(
+        f"{what} = {human_bytes(needed_bytes)} is more than the memory available "
+        f"({human_bytes(memory.available_bytes)}) less a margin of {human_bytes(memory.margin_bytes)} "
+        "kept for the rest of the machine"
+    )
 
 
 def fds_needed(count: int, *, udmabuf: bool, mapped: bool) -> int:
@@ -122,15 +162,15 @@ def check_sane(
     size_bytes: int,
     count: int,
     *,
-    memory: Memory,
+    memory: Memory | None,
     udmabuf_limit_mb: int | None,
     udmabuf: bool,
     mapped: bool,
     fd_limit: int | None,
 ) -> str | None:
-    """Why this request looks absurd (a one-line reason), or None."""
-    total = size_bytes * count
-    if memory.total_bytes is not None and size_bytes > memory.total_bytes:
+    """Why this request looks absurd (a one-line reason), or None. The memory available is
+    `check_memory`'s."""
+    if memory is not None and size_bytes > memory.total_bytes:
         return (
             f"--size {human_bytes(size_bytes)} is more than this machine's memory ({human_bytes(memory.total_bytes)})"
         )
@@ -138,11 +178,6 @@ def check_sane(
         return (
             f"--size {human_bytes(size_bytes)} is over udmabuf's size_limit_mb ({udmabuf_limit_mb} MiB; "
             "raise /sys/module/udmabuf/parameters/size_limit_mb as root)"
-        )
-    if memory.available_bytes is not None and total > memory.available_bytes:
-        return (
-            f"--count {count} x --size {human_bytes(size_bytes)} = {human_bytes(total)} is more than "
-            f"the memory available ({human_bytes(memory.available_bytes)})"
         )
     needed = fds_needed(count, udmabuf=udmabuf, mapped=mapped) + _FD_HEADROOM
     if fd_limit is not None and needed > fd_limit:
@@ -188,9 +223,13 @@ def _drain_signals() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_root_options(args, "alloc makes buffers")
+    vfio_alloc.check_arguments(args)
+    if vfio_alloc.wanted(args):
+        return vfio_alloc.run(args, hold_signals=_HOLD_SIGNALS)
+    if args.size is None:
+        raise UsageError("the following arguments are required: --size")
     roots: Roots = args.roots
-    if getattr(args, "tree", None):
-        raise UsageError("alloc makes buffers on this machine; it cannot use a captured --tree")
     name: str | None = args.name
     if name is not None:
         try:
@@ -200,12 +239,13 @@ def run(args: argparse.Namespace) -> int:
     size_bytes = _round_to_page(args.size)
     count: int = args.count
     use_udmabuf = bool(args.udmabuf)
-    udmabuf_info = read_udmabuf(roots.dev_root, roots.sys_root, live=True) if use_udmabuf else None
+    udmabuf_info = read_udmabuf(roots) if use_udmabuf else None
     if not args.force:
+        memory = read_memory()
         why = check_sane(
             size_bytes,
             count,
-            memory=read_memory(roots.proc_root),
+            memory=memory,
             udmabuf_limit_mb=udmabuf_info.size_limit_mb if udmabuf_info else None,
             udmabuf=use_udmabuf,
             mapped=args.map,
@@ -213,6 +253,10 @@ def run(args: argparse.Namespace) -> int:
         )
         if why:
             raise UsageError(f"refusing to allocate: {why}; add --force to try anyway")
+        try:
+            check_memory(size_bytes * count, f"--count {count} x --size {human_bytes(size_bytes)}", memory)
+        except NotEnoughMemoryError as exc:
+            raise NotEnoughMemoryError(f"refusing to allocate: {exc}; add --force to try anyway") from None
 
     hold: float | None = args.hold
     if hold is None:
