@@ -2,6 +2,8 @@
 
 dmabuf-inspect-1.schema.json    `dump` (schema "dmabuf-inspect/1")
 bench-1.schema.json             `bench --json` (schema "dmabuf-inspect-bench/1")
+report-1.schema.json            `report --json` (schema "dmabuf-inspect-report/1")
+diff-1.schema.json              `diff --json` (schema "dmabuf-inspect-diff/1")
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 SNAPSHOT = "dmabuf-inspect-1.schema.json"
 BENCH = "bench-1.schema.json"
+REPORT = "report-1.schema.json"
+DIFF = "diff-1.schema.json"
 
 
 def path(name: str) -> str:
