@@ -18,9 +18,12 @@ from typing import Literal
 UDMABUF = "udmabuf"
 HEAP = "heap"
 GPU_PRIME = "gpu-prime"
+VFIO = "vfio"
 UNKNOWN = "unknown"
 
-Backing = Literal["shmem", "pages", "contiguous", "device", "vmalloc", "unknown"]
+# "mmio": a device's PCI BAR (memory-mapped I/O), never RAM; "device": a driver that may place the
+# buffer in its device's memory (VRAM) or in system pages.
+Backing = Literal["shmem", "pages", "contiguous", "device", "mmio", "vmalloc", "unknown"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,10 @@ class ExporterClass:
     mmap_cost: str  # expected CPU mmap cost, qualitative
     sync_cost: str  # what DMA_BUF_IOCTL_SYNC does
     cpu_mmap: bool = True  # False: the exporter has no mmap op, mmap fails with EINVAL
+    # True: the buffer is device memory, never RAM (a PCI BAR): counted apart from RAM in totals
+    # and Rss/Pss, and never touched from the CPU by `bench`.
+    device_memory: bool = False
+    revocable: bool = False  # the exporter may revoke the buffer under its importers (device reset, ...)
     notes: tuple[str, ...] = ()  # kernel quirks, with the kernel version
     source: str = ""  # the exporter's file in the kernel tree
 
@@ -238,6 +245,29 @@ TABLE: tuple[ExporterClass, ...] = (
         sync_cost="depends on the videobuf2 allocator",
         source="drivers/media/common/videobuf2/",
     ),
+    ExporterClass(
+        key="vfio",
+        exporter_class=VFIO,
+        exact=("vfio_pci_core",),
+        prefixes=(),
+        backing="mmio",
+        cpu_cached=False,
+        mmap_cost="none before the VFIO dma-buf mmap series: the exporter has no mmap op (7.3); "
+        "the device's MMIO is uncached in any case",
+        sync_cost="none: no begin/end_cpu_access",
+        cpu_mmap=False,
+        device_memory=True,
+        revocable=True,
+        notes=(
+            "a range of a PCI device's BAR exported by vfio-pci (VFIO_DEVICE_FEATURE_DMA_BUF, 6.19+), "
+            "for peer-to-peer DMA by an importer (RDMA, a GPU); device memory, not RAM",
+            "revoked (importers lose their mappings) when the device is reset, its memory decoding is "
+            "turned off, or its VFIO device is closed",
+            "nothing in fdinfo or bufinfo names the device or BAR (7.3): the holder's VFIO device fds "
+            "(fdinfo vfio-device-syspath, 6.15+) name the device",
+        ),
+        source="drivers/vfio/pci/vfio_pci_dmabuf.c",
+    ),
 )
 
 GENERIC_HEAP = ExporterClass(
@@ -286,6 +316,11 @@ def lookup(exp_name: str, heap_names: frozenset[str] | set[str] = frozenset()) -
 def exporter_class(exp_name: str, heap_names: frozenset[str] | set[str] = frozenset()) -> str:
     """The class of an exporter name: udmabuf, heap, gpu-prime, a driver name, or unknown."""
     return lookup(exp_name, heap_names).exporter_class
+
+
+def is_device_memory(exp_name: str) -> bool:
+    """True when the exporter's buffers are device memory (a PCI BAR), never RAM."""
+    return lookup(exp_name).device_memory
 
 
 def entries() -> tuple[ExporterClass, ...]:

@@ -214,6 +214,19 @@ class Process:
     # which buffer an fd holds; a capture before 5.14 may not tell either). `buffers`, `rss_bytes`
     # and `pss_bytes` count only the buffers it was seen holding: a lower bound when this is set.
     unjoined_fds: tuple[int, ...] = ()
+    # Of rss_bytes and pss_bytes, what is device memory (a PCI BAR exported by vfio-pci: never RAM;
+    # exporters.is_device_memory). rss_bytes - device_rss_bytes is what is not.
+    device_rss_bytes: int = 0
+    device_pss_bytes: int = 0
+
+    @property
+    def ram_rss_bytes(self) -> int:
+        """rss_bytes less device memory: RAM, or memory whose backing the table does not know."""
+        return self.rss_bytes - self.device_rss_bytes
+
+    @property
+    def ram_pss_bytes(self) -> int:
+        return self.pss_bytes - self.device_pss_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +237,46 @@ class Totals:
     # The buffers no process holds. None unless debugfs bufinfo was read (it lists the buffers
     # no process holds), and None when a holder may have gone unseen (Buffer.holders_known).
     kernel_only_bytes: int | None
+    # Of `buffers` and `bytes`: device memory (a PCI BAR exported by vfio-pci), never RAM.
+    device_buffers: int = 0
+    device_bytes: int = 0
+
+    @property
+    def ram_bytes(self) -> int:
+        """bytes less device memory: RAM, or memory whose backing the table does not know."""
+        return self.bytes - self.device_bytes
+
+
+class VfioDeviceFd(NamedTuple):
+    """A VFIO device fd a process holds (kernel.vfio.read_device_fds)."""
+
+    pid: int
+    fd: int
+    link: str  # anon_inode:[vfio-device], or /dev/vfio/devices/vfioN
+    syspath: str | None  # fdinfo `vfio-device-syspath:` (6.15+); None where the kernel prints none
+    pci_address: str | None  # the syspath's last part, when it is a PCI address
+
+
+UNKNOWN_DEVICE = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceMemory:
+    """Which device a device-memory buffer (class vfio) lives in, as far as the kernel tells.
+
+    No kernel (up to 7.3) ties a VFIO dma-buf to its device or BAR directly. What it does tell:
+    the exporter must keep the VFIO device open (closing it revokes the buffer), and the fdinfo
+    of a VFIO device fd names its device (6.15+). So `device_fds` are the VFIO device fds held
+    by the processes that hold the buffer, and `pci_address` is their device when they all name
+    one and the same; otherwise (none, several, or a kernel that names none) it is "unknown".
+    The BAR (`region`) is never printed by the kernel: None, shown as unknown.
+    """
+
+    inode: int
+    pci_address: str  # or UNKNOWN_DEVICE
+    region: int | None
+    device_fds: tuple[VfioDeviceFd, ...]
+    why: str  # one line: where pci_address came from, or why it is unknown
 
 
 DENIED = "denied"  # no permission to read it
@@ -255,3 +308,5 @@ class Snapshot:
     heaps: tuple[Heap, ...] = ()
     udmabuf: Udmabuf | None = None
     denied_pids: tuple[int, ...] = field(default=())
+    # One per device-memory buffer (class vfio), by inode: its device, as far as the kernel tells.
+    device_memory: tuple[DeviceMemory, ...] = ()

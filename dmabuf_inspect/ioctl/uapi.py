@@ -194,3 +194,134 @@ DMA_BUF_SET_NAME_A = Ioctl.DMA_BUF_SET_NAME_A
 DMA_BUF_SET_NAME_B = Ioctl.DMA_BUF_SET_NAME_B
 DMA_BUF_IOCTL_EXPORT_SYNC_FILE = Ioctl.DMA_BUF_IOCTL_EXPORT_SYNC_FILE
 DMA_BUF_IOCTL_IMPORT_SYNC_FILE = Ioctl.DMA_BUF_IOCTL_IMPORT_SYNC_FILE
+
+
+# ---- include/uapi/linux/vfio.h (VFIO dma-buf export; helper H, issue 16) ------------------------
+# Only what exporting a PCI BAR range as a dma-buf needs: the container/group/device ioctls and
+# VFIO_DEVICE_FEATURE with VFIO_DEVICE_FEATURE_DMA_BUF (6.19+). Every VFIO ioctl is _IO(';', N):
+# the argument's size travels in its own `argsz` field, not in the request number.
+
+VFIO_API_VERSION = 0
+VFIO_TYPE = ";"
+VFIO_BASE = 100
+VFIO_TYPE1_IOMMU = 1
+VFIO_TYPE1v2_IOMMU = 3
+
+VFIO_GROUP_FLAGS_VIABLE = 1 << 0
+VFIO_GROUP_FLAGS_CONTAINER_SET = 1 << 1
+
+VFIO_DEVICE_FEATURE_MASK = 0xFFFF
+VFIO_DEVICE_FEATURE_GET = 1 << 16
+VFIO_DEVICE_FEATURE_SET = 1 << 17
+VFIO_DEVICE_FEATURE_PROBE = 1 << 18
+VFIO_DEVICE_FEATURE_DMA_BUF = 11
+
+# vfio-pci region indexes: BARs 0-5, then the ROM, config space and VGA
+VFIO_PCI_BAR0_REGION_INDEX = 0
+VFIO_PCI_BAR5_REGION_INDEX = 5
+VFIO_PCI_ROM_REGION_INDEX = 6
+VFIO_PCI_CONFIG_REGION_INDEX = 7
+
+VFIO_REGION_INFO_FLAG_READ = 1 << 0
+VFIO_REGION_INFO_FLAG_WRITE = 1 << 1
+VFIO_REGION_INFO_FLAG_MMAP = 1 << 2
+
+
+class vfio_group_status(ctypes.Structure):
+    _fields_ = (
+        ("argsz", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+    )
+
+
+class vfio_region_info(ctypes.Structure):
+    _fields_ = (
+        ("argsz", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("index", ctypes.c_uint32),
+        ("cap_offset", ctypes.c_uint32),
+        ("size", ctypes.c_uint64),
+        ("offset", ctypes.c_uint64),
+    )
+
+
+class vfio_device_feature(ctypes.Structure):
+    """The header only: the feature's own struct (`data[]`) follows it in the same buffer."""
+
+    _fields_ = (
+        ("argsz", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("data", ctypes.c_uint8 * 0),
+    )
+
+
+class vfio_region_dma_range(ctypes.Structure):
+    _fields_ = (
+        ("offset", ctypes.c_uint64),
+        ("length", ctypes.c_uint64),
+    )
+
+
+class vfio_device_feature_dma_buf(ctypes.Structure):
+    """The header only: `dma_ranges[nr_ranges]` follows it in the same buffer."""
+
+    _fields_ = (
+        ("region_index", ctypes.c_uint32),
+        ("open_flags", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("nr_ranges", ctypes.c_uint32),
+        ("dma_ranges", vfio_region_dma_range * 0),
+    )
+
+
+def vfio_device_feature_buffer(flags: int, payload: bytes = b"") -> bytearray:
+    """A `vfio_device_feature` with `argsz` set, followed by the feature's payload."""
+    head_size = ctypes.sizeof(vfio_device_feature)
+    buf = bytearray(head_size + len(payload))
+    head = vfio_device_feature.from_buffer(buf)
+    head.argsz = len(buf)
+    head.flags = flags
+    buf[head_size:] = payload
+    return buf
+
+
+def vfio_dma_buf_payload(region_index: int, open_flags: int, ranges: list[tuple[int, int]]) -> bytes:
+    """A `vfio_device_feature_dma_buf` followed by its ranges, each (offset, length)."""
+    head_size = ctypes.sizeof(vfio_device_feature_dma_buf)
+    range_size = ctypes.sizeof(vfio_region_dma_range)
+    buf = bytearray(head_size + range_size * len(ranges))
+    head = vfio_device_feature_dma_buf.from_buffer(buf)
+    head.region_index = region_index
+    head.open_flags = open_flags & 0xFFFFFFFF
+    head.flags = 0
+    head.nr_ranges = len(ranges)
+    for i, (offset, length) in enumerate(ranges):
+        item = vfio_region_dma_range.from_buffer(buf, head_size + i * range_size)
+        item.offset = offset
+        item.length = length
+    return bytes(buf)
+
+
+class VfioIoctl(IntEnum):
+    """Request numbers of VFIO (its own enum: Ioctl above keeps the dma-buf ones)."""
+
+    VFIO_GET_API_VERSION = _IO(VFIO_TYPE, VFIO_BASE + 0)
+    VFIO_CHECK_EXTENSION = _IO(VFIO_TYPE, VFIO_BASE + 1)
+    VFIO_SET_IOMMU = _IO(VFIO_TYPE, VFIO_BASE + 2)
+    VFIO_GROUP_GET_STATUS = _IO(VFIO_TYPE, VFIO_BASE + 3)
+    VFIO_GROUP_SET_CONTAINER = _IO(VFIO_TYPE, VFIO_BASE + 4)
+    VFIO_GROUP_UNSET_CONTAINER = _IO(VFIO_TYPE, VFIO_BASE + 5)
+    VFIO_GROUP_GET_DEVICE_FD = _IO(VFIO_TYPE, VFIO_BASE + 6)
+    VFIO_DEVICE_GET_REGION_INFO = _IO(VFIO_TYPE, VFIO_BASE + 8)
+    VFIO_DEVICE_FEATURE = _IO(VFIO_TYPE, VFIO_BASE + 17)
+
+
+VFIO_GET_API_VERSION = VfioIoctl.VFIO_GET_API_VERSION
+VFIO_CHECK_EXTENSION = VfioIoctl.VFIO_CHECK_EXTENSION
+VFIO_SET_IOMMU = VfioIoctl.VFIO_SET_IOMMU
+VFIO_GROUP_GET_STATUS = VfioIoctl.VFIO_GROUP_GET_STATUS
+VFIO_GROUP_SET_CONTAINER = VfioIoctl.VFIO_GROUP_SET_CONTAINER
+VFIO_GROUP_UNSET_CONTAINER = VfioIoctl.VFIO_GROUP_UNSET_CONTAINER
+VFIO_GROUP_GET_DEVICE_FD = VfioIoctl.VFIO_GROUP_GET_DEVICE_FD
+VFIO_DEVICE_GET_REGION_INFO = VfioIoctl.VFIO_DEVICE_GET_REGION_INFO
+VFIO_DEVICE_FEATURE = VfioIoctl.VFIO_DEVICE_FEATURE

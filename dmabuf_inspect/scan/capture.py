@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from dmabuf_inspect.errors import UsageError, describe_oserror
 from dmabuf_inspect.kernel.devices import HEAP_DIR, UDMABUF_DEVICE, UDMABUF_PARAMETER_NAMES, read_udmabuf_param
 from dmabuf_inspect.kernel.reader import DENIED, GONE, OUTSIDE, Roots, gap_kind
+from dmabuf_inspect.kernel.vfio import is_vfio_device_link
 
 DMABUF_LINK_PREFIX = b"/dmabuf:"
 DMABUF_LINK_LEGACY = b"anon_inode:dmabuf"  # before 5.3
@@ -122,7 +123,8 @@ def _read_process(roots: Roots, pid: int) -> _Process | None:
             continue
         try:
             target = os.fsencode(proc.readlink(f"{pid}/fd/{name}"))
-            if not is_dmabuf_link(target):
+            # VFIO device fds too: their fdinfo names the device of the VFIO dma-bufs held beside them
+            if not is_dmabuf_link(target) and not is_vfio_device_link(os.fsdecode(target)):
                 continue
             info = proc.read(f"{pid}/fdinfo/{name}", 8192)
         except OSError as exc:
@@ -131,7 +133,7 @@ def _read_process(roots: Roots, pid: int) -> _Process | None:
             raise
         links.append((int(name), target, info))
     maps = b"".join(dmabuf_maps_lines(proc.read(f"{pid}/maps")))
-    if not links and not maps:
+    if not maps and not any(is_dmabuf_link(target) for _, target, _ in links):
         return None
     files = {name: proc.read(f"{pid}/{name}", 1 << 16) for name in PROC_FILES}
     return _Process(pid, tuple(links), maps, files)

@@ -29,18 +29,21 @@ from itertools import chain, compress, repeat
 from operator import floordiv, is_, itemgetter, not_, sub
 from typing import TypeVar, cast
 
-from dmabuf_inspect.exporters import exporter_class
+from dmabuf_inspect.exporters import exporter_class, is_device_memory
 from dmabuf_inspect.kernel import bufinfo as bufinfo_mod
 from dmabuf_inspect.kernel import devices, fdwalk
 from dmabuf_inspect.kernel import sysfs as sysfs_mod
+from dmabuf_inspect.kernel import vfio as vfio_mod
 from dmabuf_inspect.kernel.fdinfo import FdinfoParseError, parse_fdinfo
 from dmabuf_inspect.kernel.maps import dmabuf_lines, parse_lines
 from dmabuf_inspect.kernel.procinfo import identify
 from dmabuf_inspect.kernel.reader import BROKEN, DENIED, GONE, OUTSIDE, OutsideRootError, Roots, gap_kind, gap_text
 from dmabuf_inspect.model import (
     UNJOINED,
+    UNKNOWN_DEVICE,
     Buffer,
     BufInfoTable,
+    DeviceMemory,
     FdInfo,
     Fence,
     Heap,
@@ -52,6 +55,7 @@ from dmabuf_inspect.model import (
     SysfsBuffer,
     Totals,
     Udmabuf,
+    VfioDeviceFd,
 )
 
 _DMABUF_PREFIX = fdwalk.DMABUF_PREFIX
@@ -526,12 +530,19 @@ class _Buffers:
         return left, True
 
 
-def _build_processes(scan: _Scan, buffers: list[Buffer]) -> list[Process]:
+def _device_buffers(buffers: list[Buffer]) -> list[Buffer]:
+    """The buffers that are device memory (exporters.is_device_memory), never RAM."""
+    exporters = {e for e in set(map(itemgetter(3), buffers)) if is_device_memory(e)}
+    return [b for b in buffers if b.exporter in exporters] if exporters else []
+
+
+def _build_processes(scan: _Scan, buffers: list[Buffer], device: list[Buffer]) -> list[Process]:
     held_buffers = list(compress(buffers, map(itemgetter(7), buffers)))  # a process holds them
     inodes = list(map(itemgetter(0), held_buffers))
     sizes = list(map(itemgetter(1), held_buffers))
     size_of = dict(zip(inodes, sizes, strict=True))
     share_of = dict(zip(inodes, map(floordiv, sizes, map(len, map(itemgetter(7), held_buffers))), strict=True))
+    device_inodes = {b.inode for b in device if b.holders}
     processes: list[Process] = []
     no_scan = _ProcScan()
     unjoined = scan.legacy_fds.keys() | scan.unjoined.keys()
@@ -543,6 +554,7 @@ def _build_processes(scan: _Scan, buffers: list[Buffer]) -> list[Process]:
         ident = identify(scan.roots.proc, pid)
         if ident is None:
             continue
+        on_device = held & device_inodes if device_inodes else ()
         processes.append(
             Process(
                 pid=pid,
@@ -556,13 +568,15 @@ def _build_processes(scan: _Scan, buffers: list[Buffer]) -> list[Process]:
                 pss_bytes=sum(map(share_of.__getitem__, held)),
                 start_ticks=ident.start_ticks,
                 unjoined_fds=scan.unjoined_fds(pid) if pid in unjoined else (),
+                device_rss_bytes=sum(map(size_of.__getitem__, on_device)),
+                device_pss_bytes=sum(map(share_of.__getitem__, on_device)),
             )
         )
     processes.sort(key=lambda p: (-p.rss_bytes, p.pid))
     return processes
 
 
-def _totals(buffers: list[Buffer], table: BufInfoTable | None, *, all_seen: bool) -> Totals:
+def _totals(buffers: list[Buffer], table: BufInfoTable | None, device: list[Buffer], *, all_seen: bool) -> Totals:
     """`all_seen`: maps were read and every dma-buf fd was tied to its buffer, so each buffer's
     holders are known (holders_known), and need not be looked at one by one."""
     sizes = list(map(itemgetter(1), buffers))
@@ -574,7 +588,48 @@ def _totals(buffers: list[Buffer], table: BufInfoTable | None, *, all_seen: bool
     listed = table is not None and None not in table.inode
     seen = all_seen or all(compress(map(itemgetter(11), buffers), map(not_, holders)))
     kernel_only = total - user if listed and seen else None
-    return Totals(buffers=len(buffers), bytes=total, userspace_bytes=user, kernel_only_bytes=kernel_only)
+    return Totals(
+        buffers=len(buffers),
+        bytes=total,
+        userspace_bytes=user,
+        kernel_only_bytes=kernel_only,
+        device_buffers=len(device),
+        device_bytes=sum(b.size_bytes for b in device),
+    )
+
+
+def _device_memory(roots: Roots, device: list[Buffer]) -> tuple[DeviceMemory, ...]:
+    """Which device each device-memory buffer lives in, as far as the kernel tells (see
+    model.DeviceMemory): the VFIO device fds of its holders, read only for those processes."""
+    fds_of: dict[int, tuple[VfioDeviceFd, ...] | None] = {}
+    found = []
+    for b in device:
+        for h in b.holders:
+            if h.pid not in fds_of:
+                fds_of[h.pid] = vfio_mod.read_device_fds(roots.proc, h.pid)
+        found.append(_attribute(b, [fds_of[h.pid] for h in b.holders]))
+    return tuple(found)
+
+
+def _attribute(b: Buffer, held: list[tuple[VfioDeviceFd, ...] | None]) -> DeviceMemory:
+    fds = tuple(f for fs in held if fs for f in fs)
+    named = sorted({f.pci_address for f in fds if f.pci_address is not None})
+    if not b.holders:
+        pci, why = UNKNOWN_DEVICE, "no process holds it, so no VFIO device fd can name its device"
+    elif all(fs is None for fs in held):
+        pci, why = UNKNOWN_DEVICE, "its holders' fd tables could not be read"
+    elif not fds:
+        pci, why = UNKNOWN_DEVICE, "its holders hold no VFIO device open"
+    elif len(named) == 1 and all(f.pci_address is not None for f in fds):
+        pci = named[0]
+        where = ", ".join(f"pid {f.pid} fd {f.fd}" for f in fds)
+        why = f"the only VFIO device its holders hold open ({where}; fdinfo vfio-device-syspath)"
+    elif not named:
+        pci, why = UNKNOWN_DEVICE, "its holders' VFIO device fds name no PCI device (fdinfo before 6.15)"
+    else:
+        pci = UNKNOWN_DEVICE
+        why = f"its holders hold several VFIO devices open ({', '.join(named)}); nothing tells which exported it"
+    return DeviceMemory(b.inode, pci, None, fds, why)
 
 
 @contextmanager
@@ -636,16 +691,18 @@ def _collect(roots: Roots, include_maps: bool) -> Snapshot:
     heap_names = frozenset(h.name for h in heaps)
 
     buffers = _Buffers(scan, holdings, table, sysfs_buffers, heap_names, maps_read=maps_read).build()
-    processes = _build_processes(scan, buffers)
+    device = _device_buffers(buffers)
+    processes = _build_processes(scan, buffers, device)
     return Snapshot(
         kernel=_kernel_release(scan),
         taken_at=time.time(),
         sources=sources,
         buffers=tuple(buffers),
         processes=tuple(processes),
-        totals=_totals(buffers, table, all_seen=maps_read and not scan.unjoined_keys and not scan.legacy_fds),
+        totals=_totals(buffers, table, device, all_seen=maps_read and not scan.unjoined_keys and not scan.legacy_fds),
         errors=tuple(scan.errors),
         heaps=heaps,
         udmabuf=udmabuf,
         denied_pids=tuple(sorted(scan.denied)),
+        device_memory=_device_memory(roots, device) if device else (),
     )

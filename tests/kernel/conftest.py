@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
+import vfiolab
 import vgem as vgem_lab  # tests/kernel is on sys.path: pytest inserts a conftest's directory
 
 # --- lab guard (helper-1) -------------------------------------------------------------------------
@@ -43,6 +44,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("kernel") is None:
         return
     problems = lab_problems()
+    if item.get_closest_marker("vfio") is not None:  # the IOMMU boot's group (helper H)
+        problems += [f"{p}; the vfio group runs in run_lab.py --profile iommu" for p in vfiolab.problems()]
     if not problems:
         return
     message = f"kernel lab unavailable ({', '.join(problems)}); {_LAB_HINT}"
@@ -65,3 +68,18 @@ def vgem() -> Iterator[vgem_lab.Vgem]:
 
 
 # --- end of vgem card -----------------------------------------------------------------------------
+
+
+# --- VFIO (helper H: the IOMMU boot's `vfio` group) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def edu() -> vfiolab.Edu:
+    """qemu's edu device bound to vfio-pci (the IOMMU boot); fails, never skips, without it."""
+    try:
+        return vfiolab.bind_edu()
+    except vfiolab.VfioLabError as exc:
+        pytest.fail(f"VFIO lab: {exc}", pytrace=False)
+
+
+# --- end of VFIO ----------------------------------------------------------------------------------

@@ -1,17 +1,27 @@
 #!/usr/bin/env python3
-"""The kernel lab: boot each lab kernel once under qemu (virtme-ng) and run the `kernel` tests in it.
+"""The kernel lab: boot each lab kernel under qemu (virtme-ng) and run the `kernel` tests in it.
 
-    python3 tests/kernel/run_lab.py                  # set-up, then 6.12 and 7.3
+    python3 tests/kernel/run_lab.py                  # set-up, then 6.12 and 7.3, every boot profile
     python3 tests/kernel/run_lab.py --skip-setup --kernel 7.3 -k scene -- -x
+    python3 tests/kernel/run_lab.py --skip-setup --kernel 7.3 --profile iommu
 
-For each kernel it boots one VM (TCG, no KVM needed), checks that the guest runs the kernel it
-asked for, and runs, as root and with this interpreter,
-`pytest -m kernel tests/kernel` from this checkout (read-only in the guest; PYTHONPATH points at
-it, installed or not). Results go to a per-kernel directory under /tmp, shared with the guest.
+Each kernel boots once per boot profile (TCG, no KVM needed):
 
-Exit status 0 only when every kernel booted, ran more than zero tests, and none failed, errored
-or skipped (a skip is not a pass in the lab). The last line reads `N passed, N failed`, summed
-over kernels, where failed counts failures, errors and skips.
+    base    the plain VM: every `kernel` test but the `vfio` group
+    iommu   q35 with an emulated Intel IOMMU and qemu's `edu` PCI device, booted with
+            intel_iommu=on and vfio_iommu_type1.allow_unsafe_interrupts=1: the `vfio` group
+            (VFIO dma-bufs on 7.3; on 6.12, that the kernel is too old for them)
+
+In each boot it checks that the guest runs the kernel it asked for, and runs, as root and with
+this interpreter, `pytest -m 'kernel and ...' tests/kernel` from this checkout (read-only in the
+guest; PYTHONPATH points at it, installed or not). Results go to a per-boot directory under /tmp,
+shared with the guest. With `-k` (or other pytest arguments), a boot none of whose tests is
+selected (pytest --collect-only on the host, as that kernel's release) is not booted, and a run
+that selects no test at all fails before booting; without them every boot runs.
+
+Exit status 0 only when every boot ran more than zero tests and none failed, errored or skipped
+(a skip is not a pass in the lab). The last line reads `N passed, N failed`, summed over boots,
+where failed counts failures, errors and skips.
 """
 
 from __future__ import annotations
@@ -44,6 +54,33 @@ TAIL_LINES = 60
 
 
 @dataclass(frozen=True, slots=True)
+class Profile:
+    """One way to boot a lab kernel, and the tests that run in that boot."""
+
+    name: str
+    markexpr: str  # pytest -m
+    series: tuple[str, ...]  # the kernels that get this boot
+    qemu_opts: tuple[str, ...] = ()
+    kernel_args: tuple[str, ...] = ()
+
+
+PROFILES = (
+    Profile("base", "kernel and not vfio", LAB_KERNELS),
+    # intel-iommu needs the q35 machine, which vng picks with --disable-microvm and no KVM. No
+    # interrupt remapping under TCG (intremap=off), so VFIO_SET_IOMMU wants allow_unsafe_interrupts
+    # (EPERM without it). 6.12 boots it too: its VFIO path must say the kernel is too old.
+    Profile(
+        "iommu",
+        "kernel and vfio",
+        LAB_KERNELS,
+        qemu_opts=("-device", "intel-iommu,intremap=off", "-device", "edu"),
+        kernel_args=("intel_iommu=on", "vfio_iommu_type1.allow_unsafe_interrupts=1"),
+    ),
+)
+PROFILE_NAMES = tuple(p.name for p in PROFILES)
+
+
+@dataclass(frozen=True, slots=True)
 class Kernel:
     series: str  # "6.12"
     version: str  # "6.12.107+deb13-amd64", what uname -r must say
@@ -53,6 +90,7 @@ class Kernel:
 @dataclass(slots=True)
 class Result:
     kernel: Kernel
+    profile: Profile
     booted: bool = False
     problem: str | None = None  # why the kernel's run is a failure beyond test counts
     tests: int = 0
@@ -125,7 +163,7 @@ def installed_kernels() -> list[Kernel]:
     return [found[s] for s in LAB_KERNELS if s in found]
 
 
-def pytest_command(results: str, pytest_args: list[str]) -> list[str]:
+def pytest_command(results: str, pytest_args: list[str], profile: Profile) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -135,7 +173,7 @@ def pytest_command(results: str, pytest_args: list[str]) -> list[str]:
         "-o",
         "addopts=",
         "-m",
-        "kernel",
+        profile.markexpr,
         "tests/kernel",
         "-v",
         "-rfEs",
@@ -144,11 +182,54 @@ def pytest_command(results: str, pytest_args: list[str]) -> list[str]:
     ]
 
 
+# Collects as the guest would: test modules that keep or drop tests by `os.uname().release` see the
+# lab kernel's release, not the host's.
+_COLLECT = """
+import os, sys
+real = os.uname()
+os.uname = lambda: os.uname_result((real.sysname, real.nodename, sys.argv[1], real.version, real.machine))
+import pytest
+sys.exit(pytest.main(sys.argv[2:]))
+"""
+
+
+def selected_tests(kernel: Kernel, profile: Profile, pytest_args: list[str]) -> int:
+    """How many tests the boot would run: pytest --collect-only on the host (no test runs)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _COLLECT,
+            kernel.version,
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "-m",
+            profile.markexpr,
+            "tests/kernel",
+            "--collect-only",
+            "-q",
+            *pytest_args,
+        ],
+        cwd=CHECKOUT,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode == 5:  # no tests collected
+        return 0
+    found = re.search(r"(\d+)(?:/\d+)? tests? (?:collected|selected)", proc.stdout)
+    if proc.returncode != 0 or found is None:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-TAIL_LINES:])
+        raise LabError(f"pytest --collect-only for profile {profile.name} exited {proc.returncode}:\n{tail}")
+    return int(found.group(1))
+
+
 def capture_command(results: str, kernel: Kernel) -> list[str]:
     return [sys.executable, "tests/kernel/capture_lab.py", f"{results}/lab-{kernel.series}"]
 
 
-def guest_script(kernel: Kernel, results: str, command: list[str]) -> str:
+def guest_script(kernel: Kernel, profile: Profile, results: str, command: list[str]) -> str:
     q = shlex.quote
     return f"""#!/bin/bash
 # Written by run_lab.py; runs inside the guest as root.
@@ -168,6 +249,7 @@ cd {q(CHECKOUT)}
 export PYTHONPATH={q(CHECKOUT)}${{PYTHONPATH:+:$PYTHONPATH}}
 export PYTHONDONTWRITEBYTECODE=1
 export DMABUF_INSPECT_LAB=1  # conftest.py: a kernel test that cannot run fails, never skips
+export DMABUF_INSPECT_LAB_PROFILE={q(profile.name)}
 export LAB_RESULTS={q(results)}
 export HOME={q(results)}/home; mkdir -p "$HOME"
 # /tmp is the host's, over 9p, where an unlinked open file cannot be truncated (pytest's capture
@@ -215,14 +297,15 @@ def _stream(proc: subprocess.Popen[str], log: str, tail: deque[str], prefix: str
                 sys.stdout.flush()
 
 
-def run_kernel(kernel: Kernel, args: argparse.Namespace, run_dir: str) -> Result:
-    result = Result(kernel, capture=args.capture_fixtures)
-    results = os.path.join(run_dir, kernel.version)
-    os.makedirs(results)
-    script = os.path.join(results, "guest.sh")
-    command = capture_command(results, kernel) if args.capture_fixtures else pytest_command(results, args.pytest_args)
-    with open(script, "w") as f:
-        f.write(guest_script(kernel, results, command))
+def boot_name(kernel: Kernel, profile: Profile) -> str:
+    """'7.3.4+deb13-amd64' for the base boot, '7.3.4+deb13-amd64 [iommu]' for the others."""
+    return kernel.version if profile.name == "base" else f"{kernel.version} [{profile.name}]"
+
+
+def vng_command(args: argparse.Namespace, kernel: Kernel, profile: Profile, script: str, run_dir: str) -> list[str]:
+    """The vng command line of one boot: TCG, q35 (--disable-microvm), the profile's devices and
+    kernel parameters, /tmp shared read-write, the guest script run as root."""
+    kernel_args = [a for arg in profile.kernel_args for a in ("--append", arg)]
     cmd = [
         args.vng,
         "--run",
@@ -231,7 +314,8 @@ def run_kernel(kernel: Kernel, args: argparse.Namespace, run_dir: str) -> Result
         "--disable-microvm",
         "--user",
         "root",
-        "--qemu-opts=-cpu max",
+        "--qemu-opts=" + shlex.join(["-cpu", "max", *profile.qemu_opts]),
+        *kernel_args,
         "--memory",
         args.memory,
         "--cpus",
@@ -243,7 +327,22 @@ def run_kernel(kernel: Kernel, args: argparse.Namespace, run_dir: str) -> Result
     ]
     if not run_dir.startswith(SHARED_DIR + os.sep):
         cmd[-2:-2] = ["--rwdir", run_dir]
-    print(f"lab: === {kernel.version}: booting {kernel.vmlinuz} (results in {results})", flush=True)
+    return cmd
+
+
+def run_kernel(kernel: Kernel, profile: Profile, args: argparse.Namespace, run_dir: str) -> Result:
+    result = Result(kernel, profile, capture=args.capture_fixtures)
+    results = os.path.join(run_dir, kernel.version if profile.name == "base" else f"{kernel.version}-{profile.name}")
+    os.makedirs(results)
+    script = os.path.join(results, "guest.sh")
+    if args.capture_fixtures:
+        command = capture_command(results, kernel)
+    else:
+        command = pytest_command(results, args.pytest_args, profile)
+    with open(script, "w") as f:
+        f.write(guest_script(kernel, profile, results, command))
+    cmd = vng_command(args, kernel, profile, script, run_dir)
+    print(f"lab: === {boot_name(kernel, profile)}: booting {kernel.vmlinuz} (results in {results})", flush=True)
     print(f"lab: $ {shlex.join(cmd)}", flush=True)
     log = os.path.join(results, "vm.log")
     tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -258,7 +357,8 @@ def run_kernel(kernel: Kernel, args: argparse.Namespace, run_dir: str) -> Result
         start_new_session=True,
         cwd=CHECKOUT,
     )
-    reader = threading.Thread(target=_stream, args=(proc, log, tail, f"[{kernel.series}] ", args.quiet), daemon=True)
+    prefix = f"[{kernel.series}]" if profile.name == "base" else f"[{kernel.series} {profile.name}]"
+    reader = threading.Thread(target=_stream, args=(proc, log, tail, prefix + " ", args.quiet), daemon=True)
     reader.start()
     try:
         vm_rc: int | None = proc.wait(timeout=args.timeout)
@@ -316,6 +416,7 @@ def copy_fixture(kernel: Kernel, results: str, rc: int | None) -> str | None:
 
 def report(result: Result, *, with_tail: bool = True) -> None:
     k = result.kernel
+    name = boot_name(k, result.profile)
     counts = (
         f"{result.tests} tests: {result.passed} passed, {result.failed} failed, "
         f"{result.errors} errors, {result.skipped} skipped"
@@ -323,15 +424,15 @@ def report(result: Result, *, with_tail: bool = True) -> None:
     status = "OK" if result.ok else "FAILED"
     if result.capture:
         counts = f"capture into fixtures/lab-{k.series}"
-    print(f"lab: {k.version}: {status}: {counts} ({result.seconds:.0f}s)", flush=True)
+    print(f"lab: {name}: {status}: {counts} ({result.seconds:.0f}s)", flush=True)
     for test, recorded in result.figures.items():
-        print(f"lab: {k.version}: {test}: " + ", ".join(f"{n}={v}" for n, v in recorded.items()), flush=True)
+        print(f"lab: {name}: {test}: " + ", ".join(f"{n}={v}" for n, v in recorded.items()), flush=True)
     if result.problem:
-        print(f"lab: {k.version}: LAB FAILURE: {result.problem}", flush=True)
+        print(f"lab: {name}: LAB FAILURE: {result.problem}", flush=True)
     if result.skipped:
-        print(f"lab: {k.version}: {result.skipped} skipped: a skip is not a pass in the lab", flush=True)
+        print(f"lab: {name}: {result.skipped} skipped: a skip is not a pass in the lab", flush=True)
     if with_tail and (result.problem or not result.booted):
-        print(f"lab: {k.version}: last {len(result.log_tail)} lines of the VM's output:", flush=True)
+        print(f"lab: {name}: last {len(result.log_tail)} lines of the VM's output:", flush=True)
         for line in result.log_tail:
             print(f"lab: | {line}", flush=True)
 
@@ -342,23 +443,50 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--kernel", choices=LAB_KERNELS, help="run one kernel only (default: all)")
     parser.add_argument("--skip-setup", action="store_true", help="use the installed kernels as they are")
-    parser.add_argument("--keep-going", action="store_true", help="run later kernels after one fails")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILE_NAMES,
+        help="run one boot profile only: base (every kernel test but vfio) or iommu (the vfio group); default: all",
+    )
+    parser.add_argument("--keep-going", action="store_true", help="run later boots after one fails")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression, passed to the guest")
     parser.add_argument("--memory", default="4G", help="guest memory (default 4G)")
     parser.add_argument("--cpus", type=int, default=2, help="guest CPUs (default 2)")
-    parser.add_argument("--timeout", type=int, default=2400, help="seconds per VM (default 2400)")
+    parser.add_argument("--timeout", type=int, default=2400, help="seconds per VM boot (default 2400)")
     parser.add_argument("--results", help="results directory (default: a new one under /tmp)")
     parser.add_argument("--quiet", action="store_true", help="do not echo the VM's output")
     parser.add_argument(
         "--capture-fixtures",
         action="store_true",
-        help="instead of the tests: build the e2e scene and capture it into fixtures/lab-SERIES",
+        help="instead of the tests: build the e2e scene and capture it into fixtures/lab-SERIES (base boot only)",
     )
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
     args = parser.parse_args(argv)
+    if args.capture_fixtures and args.profile not in (None, "base"):
+        parser.error("--capture-fixtures runs in the base boot only")
     if args.keyword:
         args.pytest_args = ["-k", args.keyword, *args.pytest_args]
     return args
+
+
+def plan_boots(kernels: list[Kernel], args: argparse.Namespace) -> list[tuple[Kernel, Profile]]:
+    """(kernel, profile) for each VM to boot, kernel by kernel. Every profile boots unless
+    --profile names one, --capture-fixtures (base only), or pytest arguments (-k ...) select no
+    test of it for that kernel (collected on the host as that kernel would); selecting no test
+    at all is a lab failure, before any boot."""
+    profiles = [p for p in PROFILES if args.profile in (None, p.name)]
+    if args.capture_fixtures:
+        profiles = [p for p in profiles if p.name == "base"]
+    boots = [(k, p) for k in kernels for p in profiles if k.series in p.series]
+    if args.capture_fixtures or not args.pytest_args:
+        return boots
+    chosen = [(k, p) for k, p in boots if selected_tests(k, p, args.pytest_args)]
+    if not chosen:
+        raise LabError(f"no kernel test is selected by {shlex.join(args.pytest_args)} (pytest --collect-only)")
+    for k, p in boots:
+        if (k, p) not in chosen:
+            print(f"lab: {boot_name(k, p)}: none of its tests is selected; not booted", flush=True)
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -381,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             hint = " (drop --skip-setup to install it)" if args.skip_setup else ""
             raise LabError(f"no {', '.join(missing)} kernel found{hint}")
         kernels = [k for k in kernels if k.series in wanted]
+        boots = plan_boots(kernels, args)
         if args.results:
             os.makedirs(args.results, exist_ok=True)
             run_dir = os.path.abspath(args.results)
@@ -399,8 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX)
 
     results: list[Result] = []
-    for kernel in kernels:
-        result = run_kernel(kernel, args, run_dir)
+    for kernel, profile in boots:
+        result = run_kernel(kernel, profile, args, run_dir)
         report(result)
         results.append(result)
         if not result.ok and not args.keep_going:
@@ -409,11 +538,11 @@ def main(argv: list[str] | None = None) -> int:
     print("lab: ===== summary", flush=True)
     for result in results:
         report(result, with_tail=False)
-    for kernel in kernels[len(results) :]:
-        print(f"lab: {kernel.version}: NOT RUN (an earlier kernel failed; --keep-going runs it)", flush=True)
+    for kernel, profile in boots[len(results) :]:
+        print(f"lab: {boot_name(kernel, profile)}: NOT RUN (an earlier boot failed; --keep-going runs it)", flush=True)
     passed = sum(r.passed for r in results)
     failed = sum(r.failed + r.errors + r.skipped for r in results)
-    all_ok = len(results) == len(kernels) and all(r.ok for r in results)
+    all_ok = len(results) == len(boots) and all(r.ok for r in results)
     print(f"lab: {'PASSED' if all_ok else 'FAILED'}; results in {run_dir}", flush=True)
     print(f"{passed} passed, {failed} failed", flush=True)
     return 0 if all_ok else 1

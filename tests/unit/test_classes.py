@@ -6,7 +6,7 @@ import pytest
 
 from dmabuf_inspect import exporters as classes
 
-COARSE = {"udmabuf", "heap", "gpu-prime", "unknown", "i915", "amdgpu", "nouveau", "virtio-gpu", "v4l2"}
+COARSE = {"udmabuf", "heap", "gpu-prime", "unknown", "i915", "amdgpu", "nouveau", "virtio-gpu", "v4l2", "vfio"}
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_keys_and_exact_names_are_unique() -> None:
 @pytest.mark.parametrize("entry", classes.entries(), ids=lambda e: e.key)
 def test_every_entry_is_described(entry: classes.ExporterClass) -> None:
     assert entry.exporter_class in COARSE
-    assert entry.backing in {"shmem", "pages", "contiguous", "device", "vmalloc", "unknown"}
+    assert entry.backing in {"shmem", "pages", "contiguous", "device", "mmio", "vmalloc", "unknown"}
     assert entry.mmap_cost and entry.sync_cost
     if entry in classes.TABLE:
         assert entry.source.startswith(("drivers/", "include/"))
