@@ -1,0 +1,460 @@
+"""BPF as a source: our iterators loaded for the running kernel, a pinned one read, pin and unpin.
+
+    with BpfSource() as bpf:              # loads nothing yet
+        bpf.buffers()  -> [BpfBuffer]     # iter/dmabuf (6.16+): every buffer, held or not
+        bpf.holders()  -> Holders         # iter/task_file + iter/task_vma (5.8+, 5.12+): every
+                                          # process's dma-buf fds and mappings, no /proc walk
+    read_pinned(path) -> AndroidRead      # any user who may read the pin
+    pin(path) / unpin(path)               # root: our iterator in Android's format on bpffs
+
+Each of buffers() and holders() loads its programs on first use and keeps them until close(),
+so a live view pays the verifier once. What can't be had raises BpfUnavailable, whose `.reason`
+is one line for `sources`: "kernel has no dma-buf BPF iterator (6.16+)", "needs CAP_BPF and
+CAP_PERFMON (root)", "bpffs not mounted ...", or the verifier's line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import re
+import tempfile
+import zlib
+from typing import NamedTuple
+
+from dmabuf_inspect.errors import DmabufInspectError
+from dmabuf_inspect.kernel.bpf import programs, syscall
+from dmabuf_inspect.kernel.bpf.btf import VMLINUX, Btf, BtfError
+from dmabuf_inspect.kernel.bpf.programs import Layout
+from dmabuf_inspect.kernel.bpf.records import (
+    AndroidRead,
+    BpfBuffer,
+    BpfParseError,
+    parse_android,
+    parse_buffer_records,
+    parse_buffer_table,
+    parse_fd_records,
+    parse_vma_records,
+)
+from dmabuf_inspect.kernel.bpf.syscall import NEEDS_ROOT, BpfError, VerifierError
+from dmabuf_inspect.model import BufInfoTable, MapEntry
+
+# Where Android's bpfloader pins its dmabufIter.c, and where libdmabufinfo and dmabuf_dump read
+# it: one path for every reader.
+DEFAULT_PIN = "/sys/fs/bpf/dmabuf/prog_dmabufIter_iter_dmabuf"
+BPFFS = "/sys/fs/bpf"
+NO_DMABUF_ITER = "kernel has no dma-buf BPF iterator (6.16+)"
+NO_TASK_FILE = "kernel has no task_file BPF iterator (5.8+)"
+NO_TASK_VMA = "kernel has no task_vma BPF iterator (5.12+)"
+NO_BTF = f"kernel has no BTF ({VMLINUX}, CONFIG_DEBUG_INFO_BTF)"
+LAYOUT_SCHEMA = "dmabuf-inspect-bpf-layout/1"
+ANDROID_RECORD_MAX = 2 * 21 + 32 + 64  # two numbers, a name, an exporter, with their newlines
+
+NOT_INITIAL_PIDNS = "in a pid namespace of its own: the task iterators give the kernel's pids, not this /proc's"
+PROC_PID_INIT_INO = 0xEFFFFFFC  # include/linux/proc_ns.h: the initial pid namespace's inode
+
+# capability bits (include/uapi/linux/capability.h)
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+
+
+class BpfUnavailable(DmabufInspectError):
+    """BPF can't give what was asked; `.reason` says why in one line, without "unavailable: "."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Holders(NamedTuple):
+    """Every process's dma-buf fds and mappings, as the task iterators saw them."""
+
+    fds: dict[int, dict[int, tuple[int, ...]]]  # pid -> inode -> fds (ascending)
+    maps: dict[int, list[MapEntry]]  # pid -> mappings, in address order
+
+
+def reason_of(exc: BaseException) -> str:
+    """The one line for `sources` of any error this module raises."""
+    if isinstance(exc, BpfUnavailable):
+        return exc.reason
+    if isinstance(exc, VerifierError):
+        return str(exc)
+    if isinstance(exc, BpfError) and exc.errno in (errno.EPERM, errno.EACCES):
+        return NEEDS_ROOT
+    return str(exc)
+
+
+def capable(status_path: str = "/proc/self/status") -> bool:
+    """CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN, in this process's effective set: what loading a
+    tracing program takes (kernel/bpf/syscall.c, 5.8+)."""
+    try:
+        with open(status_path, "rb") as f:
+            m = re.search(rb"^CapEff:\s*([0-9a-fA-F]+)$", f.read(), re.M)
+    except OSError:
+        return False
+    if m is None:
+        return False
+    caps = int(m.group(1), 16)
+    wanted = (1 << CAP_BPF) | (1 << CAP_PERFMON)
+    return caps & wanted == wanted or bool(caps & (1 << CAP_SYS_ADMIN))
+
+
+def in_initial_pid_namespace() -> bool:
+    """Whether this process sees the kernel's own pids (the programs read task->tgid)."""
+    try:
+        return os.readlink("/proc/self/ns/pid") == f"pid:[{PROC_PID_INIT_INO}]"
+    except OSError:
+        return False
+
+
+# --- the layout, from BTF, cached by the BTF's checksum ---------------------------------------------
+
+_layouts: dict[str, Layout] = {}
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def _layout_key(btf_path: str) -> str | None:
+    """The running kernel's BTF is the same all through a boot: its size and the boot's id name
+    it, without reading its 5 MB. None for another path (a file may change), or no boot id."""
+    if btf_path != VMLINUX:
+        return None
+    try:
+        with open(BOOT_ID) as f:
+            boot = f.read().strip()
+        size = os.stat(btf_path).st_size
+    except OSError:
+        return None
+    return f"{boot}-{size}" if re.fullmatch(r"[0-9a-f-]{36}", boot) else None
+
+
+def load_layout(btf_path: str = VMLINUX, cache_dir: str | None = None) -> Layout:
+    """The Layout of the kernel whose BTF is at `btf_path`. Parsing BTF takes 40-100 ms (5 MB,
+    130 000 types; seconds under TCG): the result is kept for the process, and in `cache_dir`
+    when one is given, as bpf-layout-BOOTID-SIZE.json for the running kernel (found again without
+    reading BTF), else under the BTF's size and CRC-32."""
+    key = _layout_key(btf_path)
+    data = None
+    if key is None:
+        data = _read_btf(btf_path)
+        key = f"{len(data)}-{zlib.crc32(data):08x}"
+    if key in _layouts:
+        return _layouts[key]
+    path = os.path.join(cache_dir, f"bpf-layout-{key}.json") if cache_dir else None
+    layout = _read_cached(path) if path else None
+    if layout is None:
+        try:
+            layout = Layout.from_btf(Btf(_read_btf(btf_path) if data is None else data, btf_path))
+        except BtfError as exc:
+            raise BpfUnavailable(str(exc)) from None
+        if path is not None:
+            _write_json(path, {"schema": LAYOUT_SCHEMA, "key": key, "layout": layout.to_json()})
+    _layouts[key] = layout
+    return layout
+
+
+def _read_btf(btf_path: str) -> bytes:
+    try:
+        with open(btf_path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise BpfUnavailable(NO_BTF if btf_path == VMLINUX else f"no {btf_path}") from None
+    except OSError as exc:
+        raise BpfUnavailable(f"{btf_path}: {exc.strerror}") from None
+
+
+def _read_cached(path: str) -> Layout | None:
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+        return Layout.from_json(doc["layout"]) if doc.get("schema") == LAYOUT_SCHEMA else None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _write_json(path: str, doc: object) -> None:
+    """Atomically, and silently not at all where the directory can't be written."""
+    with contextlib.suppress(OSError):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".bpf-layout-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+# --- a loaded iterator --------------------------------------------------------------------------
+
+
+class Iterator:
+    """One program, loaded and attached as an iterator link; each read() is a fresh walk."""
+
+    def __init__(self, name: str, insns: bytes, attach_btf_id: int) -> None:
+        self.name = name
+        self.prog_fd = syscall.prog_load(insns, attach_btf_id, name=name)
+        try:
+            self.link_fd = syscall.link_create(self.prog_fd, name)
+        except BaseException:
+            os.close(self.prog_fd)
+            raise
+
+    def read(self) -> bytes:
+        fd = syscall.iter_create(self.link_fd, self.name)
+        try:
+            return read_iterator(fd)[0]
+        finally:
+            os.close(fd)
+
+    def pin(self, path: str) -> None:
+        syscall.obj_pin(self.link_fd, path)
+
+    def close(self) -> None:
+        for fd in (self.link_fd, self.prog_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.link_fd = self.prog_fd = -1
+
+
+def _seq_batch_bytes() -> int:
+    """What one read() of a BPF iterator returns at most: its seq_file buffer, PAGE_SIZE << 3
+    (kernel/bpf/bpf_iter.c)."""
+    return os.sysconf("SC_PAGE_SIZE") << 3
+
+
+def _release(uname_release: str | None = None) -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", uname_release or os.uname().release)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def read_iterator(fd: int) -> tuple[bytes, int]:
+    """All an iterator fd gives, and the length of its first read()."""
+    first = os.read(fd, 1 << 20)
+    parts = [first]
+    while parts[-1]:
+        parts.append(os.read(fd, 1 << 20))
+    return b"".join(parts), len(first)
+
+
+def check_dmabuf_complete(first_read: int, largest_record: int, release: str | None = None) -> None:
+    """The dma-buf iterator of 6.16-6.18 ends after its first read() (dmabuf_iter_seq_start()
+    returns NULL for any later position; fixed in 6.19): output that filled that read may be
+    cut, and is refused rather than taken for every buffer."""
+    if (6, 16) <= _release(release) < (6, 19) and first_read > _seq_batch_bytes() - largest_record:
+        raise BpfUnavailable(
+            f"the dma-buf iterator of kernels 6.16-6.18 stops after {_seq_batch_bytes() >> 10} KiB "
+            "(fixed in 6.19): more buffers than it can list"
+        )
+
+
+class BpfSource:
+    """Our iterators for the running kernel, loaded when first asked for."""
+
+    def __init__(self, btf_path: str = VMLINUX, cache_dir: str | None = None) -> None:
+        self.btf_path = btf_path
+        self.cache_dir = cache_dir
+        self._iters: dict[str, Iterator] = {}
+        self._failed: dict[str, BpfUnavailable] = {}
+
+    def layout(self) -> Layout:
+        if not capable():
+            raise BpfUnavailable(NEEDS_ROOT)  # before 100 ms of BTF that could not be used
+        return load_layout(self.btf_path, self.cache_dir)
+
+    def _iterator(self, name: str) -> Iterator:
+        if name in self._iters:
+            return self._iters[name]
+        if name in self._failed:
+            raise self._failed[name]
+        try:
+            self._iters[name] = self._load(name)
+        except BpfUnavailable as exc:
+            self._failed[name] = exc
+            raise
+        except BpfError as exc:
+            self._failed[name] = BpfUnavailable(reason_of(exc))
+            raise self._failed[name] from None
+        return self._iters[name]
+
+    def _load(self, name: str) -> Iterator:
+        layout = self.layout()
+        if name == "dmabuf":
+            if layout.dmabuf_iter_id is None:
+                raise BpfUnavailable(NO_DMABUF_ITER)
+            return Iterator(name, programs.dmabuf_records(layout), layout.dmabuf_iter_id)
+        if name == "task_file":
+            if layout.task_file_iter_id is None:
+                raise BpfUnavailable(NO_TASK_FILE)
+            return Iterator(name, programs.task_file_records(layout), layout.task_file_iter_id)
+        if layout.task_vma_iter_id is None:
+            raise BpfUnavailable(NO_TASK_VMA)
+        return Iterator(name, programs.task_vma_records(layout), layout.task_vma_iter_id)
+
+    def buffers(self) -> list[BpfBuffer]:
+        """Every dma-buf, from the kernel's list of them (iter/dmabuf). Raises only BpfUnavailable."""
+        data = self._read_dmabuf()
+        try:
+            return parse_buffer_records(data)
+        except BpfParseError as exc:
+            raise BpfUnavailable(reason_of(exc)) from None
+
+    def buffer_table(self) -> BufInfoTable:
+        """buffers() in debugfs bufinfo's columns, fences empty: what stands in for bufinfo."""
+        data = self._read_dmabuf()
+        try:
+            return parse_buffer_table(data)
+        except BpfParseError as exc:
+            raise BpfUnavailable(reason_of(exc)) from None
+
+    def _read_dmabuf(self) -> bytes:
+        it = self._iterator("dmabuf")
+        try:
+            fd = syscall.iter_create(it.link_fd, it.name)
+            try:
+                data, first = read_iterator(fd)
+            finally:
+                os.close(fd)
+        except BpfError as exc:
+            raise BpfUnavailable(reason_of(exc)) from None
+        except OSError as exc:
+            raise BpfUnavailable(f"reading the dmabuf iterator: {exc.strerror}") from None
+        check_dmabuf_complete(first, programs.BUFFER.size + 2 * programs.DEVICES.size)
+        return data
+
+    def holders(self, *, include_maps: bool = True) -> Holders:
+        """Every process's dma-buf fds (iter/task_file) and mappings (iter/task_vma). Raises only
+        BpfUnavailable."""
+        if not in_initial_pid_namespace():
+            raise BpfUnavailable(NOT_INITIAL_PIDNS)
+        files = self._iterator("task_file")
+        vmas = self._iterator("task_vma") if include_maps else None
+        try:
+            fds = parse_fd_records(files.read())
+            maps = parse_vma_records(vmas.read()) if vmas is not None else {}
+        except (BpfError, BpfParseError) as exc:
+            raise BpfUnavailable(reason_of(exc)) from None
+        except OSError as exc:
+            raise BpfUnavailable(f"reading the task iterators: {exc.strerror}") from None
+        return Holders(fds, maps)
+
+    def close(self) -> None:
+        for it in self._iters.values():
+            it.close()
+        self._iters.clear()
+
+    def __enter__(self) -> BpfSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- pinned iterators -----------------------------------------------------------------------------
+
+
+def read_pinned(path: str = DEFAULT_PIN) -> AndroidRead:
+    """A pinned dma-buf iterator in Android's format (ours or Android's), or a file holding its
+    output. Needs only read permission on `path` (and search on its directories)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise BpfUnavailable(f"no pinned iterator at {path} (root pins one: dmabuf-inspect bpf pin)") from None
+    except PermissionError:
+        raise BpfUnavailable(
+            f"{path}: permission denied (its admin grants read: chmod a+r on it, a+x on its directories)"
+        ) from None
+    except OSError as exc:
+        raise BpfUnavailable(f"{path}: {exc.strerror}") from None
+    try:
+        data, first = read_iterator(fd)
+        pinned = fs_magic(path) == syscall.BPF_FS_MAGIC  # not a capture of one
+    except OSError as exc:
+        raise BpfUnavailable(f"reading {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if pinned:
+        check_dmabuf_complete(first, ANDROID_RECORD_MAX)
+    return parse_android(data)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def fs_magic(path: str) -> int:
+    """statfs(path).f_type; OSError when it fails."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
+    if _libc.statfs(os.fsencode(path), buf) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), path)
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
+def _existing_ancestor(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _require_bpffs(path: str) -> None:
+    where = _existing_ancestor(path)
+    try:
+        magic = fs_magic(where)
+    except OSError as exc:
+        raise BpfUnavailable(f"{where}: {exc.strerror}") from None
+    if magic != syscall.BPF_FS_MAGIC:
+        raise BpfUnavailable(f"bpffs not mounted at {where} (mount -t bpf bpf {BPFFS})")
+
+
+def pin(path: str = DEFAULT_PIN, *, mode: int = 0o444, btf_path: str = VMLINUX) -> None:
+    """Pin our dma-buf iterator, in Android's format, at `path` on bpffs, readable as `mode`
+    says. Its directories are made 0755 where missing."""
+    if not capable():
+        raise BpfUnavailable(NEEDS_ROOT)
+    _require_bpffs(path)
+    if os.path.lexists(path):
+        raise BpfError(f"{path} exists (dmabuf-inspect bpf unpin {path} first)", errno.EEXIST)
+    layout = load_layout(btf_path)
+    if layout.dmabuf_iter_id is None:
+        raise BpfUnavailable(NO_DMABUF_ITER)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
+    map_fd = syscall.array_map_frozen(programs.ANDROID_FORMAT, "dmabuf_fmt")
+    try:
+        it = Iterator("dmabuf_android", programs.dmabuf_android(layout, map_fd), layout.dmabuf_iter_id)
+    finally:
+        os.close(map_fd)  # the program holds the map
+    try:
+        it.pin(path)
+        os.chmod(path, mode)
+    finally:
+        it.close()  # the pin holds the link
+
+
+def unpin(path: str = DEFAULT_PIN) -> None:
+    """Remove a pin (only on bpffs), and its directory when that is left empty."""
+    try:
+        magic = fs_magic(path)
+    except FileNotFoundError:
+        raise BpfError(f"nothing pinned at {path}", errno.ENOENT) from None
+    except OSError as exc:
+        raise BpfError(f"{path}: {exc.strerror}", exc.errno) from None
+    if magic != syscall.BPF_FS_MAGIC:
+        raise BpfError(f"{path} is not on bpffs: not a pin, left alone", errno.EINVAL)
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        raise syscall_error_of(f"unpinning {path}", exc) from None
+    parent = os.path.dirname(os.path.abspath(path))
+    with contextlib.suppress(OSError):
+        if not os.listdir(parent) and fs_magic(os.path.dirname(parent)) == syscall.BPF_FS_MAGIC:
+            os.rmdir(parent)
+
+
+def syscall_error_of(step: str, exc: OSError) -> BpfError:
+    code = exc.errno or 0
+    cause = NEEDS_ROOT if code in (errno.EPERM, errno.EACCES) else os.strerror(code)
+    return BpfError(f"{step}: {cause}", code)

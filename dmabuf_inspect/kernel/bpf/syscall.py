@@ -1,0 +1,206 @@
+"""bpf(2) through ctypes: the commands an iterator needs, and what their errors mean.
+
+    prog_load(insns, attach_btf_id)  BPF_PROG_LOAD, BPF_PROG_TYPE_TRACING / BPF_TRACE_ITER
+    link_create(prog_fd)             BPF_LINK_CREATE: the iterator link (pinnable)
+    iter_create(link_fd)             BPF_ITER_CREATE: one walk, read like a file
+    obj_pin(fd, path)                BPF_OBJ_PIN: a link at a path on bpffs
+    array_map_frozen(value)          BPF_MAP_CREATE + UPDATE_ELEM + FREEZE: a read-only string for
+                                     bpf_seq_printf (ARG_PTR_TO_CONST_STR since 5.13)
+
+`union bpf_attr` is built as bytes at the offsets of include/uapi/linux/bpf.h (tests pin them).
+Every error is a BpfError carrying the errno and one line: the step, and what it most likely
+means. A refused program is a VerifierError with the verifier's own line and its whole log.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import re
+import struct
+
+from dmabuf_inspect.errors import DmabufInspectError
+
+# enum bpf_cmd
+MAP_CREATE, MAP_UPDATE_ELEM, PROG_LOAD, OBJ_PIN, OBJ_GET = 0, 2, 5, 6, 7
+MAP_FREEZE, LINK_CREATE, ITER_CREATE = 22, 28, 33
+PROG_TYPE_TRACING = 26  # enum bpf_prog_type
+TRACE_ITER = 28  # enum bpf_attach_type
+MAP_TYPE_ARRAY = 2
+F_RDONLY_PROG = 1 << 7
+# enum bpf_func_id
+FUNC_PROBE_READ_KERNEL, FUNC_PROBE_READ_KERNEL_STR, FUNC_SEQ_PRINTF, FUNC_SEQ_WRITE = 113, 115, 126, 127
+BPF_FS_MAGIC = 0xCAFE4A11
+
+# __NR_bpf by machine (arch/*/include/uapi/asm/unistd*.h, or the generic table at 280)
+SYS_BPF = {
+    "x86_64": 321,
+    "i386": 357,
+    "i686": 357,
+    "aarch64": 280,
+    "arm64": 280,
+    "riscv64": 280,
+    "loongarch64": 280,
+    "armv7l": 386,
+    "armv8l": 386,
+    "ppc64le": 361,
+    "ppc64": 361,
+    "s390x": 351,
+}
+ATTR_BYTES = 144  # sizeof(union bpf_attr) in 6.12-7.3; a kernel checks that what it does not know is 0
+LOG_BYTES = 1 << 20
+# What a refusal returns: EACCES for a forbidden access, EINVAL for most else, E2BIG and ENOSPC
+# for size; EACCES is also a missing privilege, told apart by an empty log.
+_VERIFIER_ERRNOS = frozenset((errno.EINVAL, errno.EACCES, errno.E2BIG, errno.ENOSPC))
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class BpfError(DmabufInspectError, OSError):
+    """A bpf(2) step failed: `.errno`, and one line saying which step and the likely cause."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        OSError.__init__(self, code, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class VerifierError(BpfError):
+    """The verifier refused a program: `.reason` is its line that says why, `.log` all of it."""
+
+    def __init__(self, program: str, reason: str, log: str, code: int | None) -> None:
+        super().__init__(f"the verifier refused {program}: {reason}", code)
+        self.reason = reason
+        self.log = log
+
+
+NEEDS_ROOT = "needs CAP_BPF and CAP_PERFMON (root)"
+_CAUSES = {
+    errno.EPERM: NEEDS_ROOT,
+    errno.EACCES: NEEDS_ROOT,
+    errno.ENOSYS: "this kernel has no bpf(2) (CONFIG_BPF_SYSCALL)",
+    errno.ENOMEM: "out of memory, or RLIMIT_MEMLOCK too low (before 5.11)",
+}
+
+
+def _cause(step: str, code: int) -> str:
+    return f"{step}: {_CAUSES.get(code) or os.strerror(code)}"
+
+
+def sys_bpf_number(machine: str | None = None) -> int | None:
+    return SYS_BPF.get(machine or platform.machine())
+
+
+def bpf(cmd: int, attr: bytearray, step: str) -> int:
+    """bpf(cmd, attr): the result, or BpfError for `step`."""
+    number = sys_bpf_number()
+    if number is None:
+        raise BpfError(f"{step}: bpf(2) is not known on {platform.machine()}", errno.ENOSYS)
+    buf = (ctypes.c_char * len(attr)).from_buffer(attr)
+    ret = _libc.syscall(ctypes.c_long(number), ctypes.c_int(cmd), buf, ctypes.c_uint(len(attr)))
+    if ret < 0:
+        code = ctypes.get_errno()
+        raise BpfError(_cause(step, code), code)
+    return int(ret)
+
+
+def _attr(*fields: tuple[int, str, int]) -> bytearray:
+    """A zeroed bpf_attr with (offset, struct format, value) fields set."""
+    attr = bytearray(ATTR_BYTES)
+    for offset, fmt, value in fields:
+        struct.pack_into("<" + fmt, attr, offset, value)
+    return attr
+
+
+def _address(buf: ctypes.Array[ctypes.c_char]) -> int:
+    return ctypes.addressof(buf)
+
+
+_TRACE_LINE = re.compile(
+    r"(\d+: |; |from \d+ to \d+|processed \d+ insns|verification time|stack depth|func#\d+|"
+    r"mark_precise|last_idx|regs=|parent |\d+: R\d|R\d+[_=]|Validating |Func#|caller:|callee:|"
+    r"=+$|\s*$|live regs|old state|cur state|The sequence of \d+ jumps is too complex)"
+)
+
+
+def verifier_reason(log: str) -> str:
+    """The verifier's line that says why: the last line of the log that is neither an
+    instruction, a register state, nor the statistics it prints at the end."""
+    for line in reversed(log.splitlines()):
+        if not _TRACE_LINE.match(line):
+            return line.strip()
+    return "no reason in its log"
+
+
+def prog_load(
+    insns: bytes, attach_btf_id: int, *, name: str, license: str = "Dual MIT/GPL", with_log: bool = False
+) -> int:
+    """Load a BPF_TRACE_ITER program; its fd. A refusal is a VerifierError: the program is
+    loaded again with the log on (a log costs verifier time: only when it is needed)."""
+    insn_buf = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    log = ctypes.create_string_buffer(LOG_BYTES if with_log else 0)
+    fields = [
+        (0, "I", PROG_TYPE_TRACING),
+        (4, "I", len(insns) // 8),
+        (8, "Q", _address(insn_buf)),
+        (16, "Q", _address(lic)),
+        (68, "I", TRACE_ITER),
+        (108, "I", attach_btf_id),
+    ]
+    if with_log:
+        fields += [(24, "I", 1), (28, "I", LOG_BYTES), (32, "Q", _address(log))]
+    attr = _attr(*fields)
+    attr[48 : 48 + 15] = name.encode()[:15].ljust(15, b"\0")
+    try:
+        return bpf(PROG_LOAD, attr, f"loading the {name} program")
+    except BpfError as exc:
+        if with_log:
+            text = log.value.decode("utf-8", "replace")
+            if text.strip():
+                raise VerifierError(f"the {name} program", verifier_reason(text), text, exc.errno) from None
+            raise
+        if exc.errno not in _VERIFIER_ERRNOS:
+            raise
+        try:
+            return prog_load(insns, attach_btf_id, name=name, license=license, with_log=True)
+        except VerifierError:
+            raise
+        except BpfError:
+            raise exc from None
+
+
+def link_create(prog_fd: int, name: str) -> int:
+    attr = _attr((0, "I", prog_fd), (4, "I", 0), (8, "I", TRACE_ITER))
+    return bpf(LINK_CREATE, attr, f"attaching the {name} iterator")
+
+
+def iter_create(link_fd: int, name: str) -> int:
+    return bpf(ITER_CREATE, _attr((0, "I", link_fd)), f"starting the {name} iterator")
+
+
+def obj_pin(fd: int, path: str) -> None:
+    raw = ctypes.create_string_buffer(os.fsencode(path))
+    bpf(OBJ_PIN, _attr((0, "Q", _address(raw)), (8, "I", fd)), f"pinning at {path}")
+
+
+def array_map_frozen(value: bytes, name: str) -> int:
+    """A one-element array map holding `value`, read-only to programs and frozen: where
+    bpf_seq_printf takes its format from."""
+    attr = _attr((0, "I", MAP_TYPE_ARRAY), (4, "I", 4), (8, "I", len(value)), (12, "I", 1), (16, "I", F_RDONLY_PROG))
+    attr[28 : 28 + 15] = name.encode()[:15].ljust(15, b"\0")
+    fd = bpf(MAP_CREATE, attr, "creating the format string's map")
+    try:
+        key = ctypes.create_string_buffer(struct.pack("<I", 0), 4)
+        val = ctypes.create_string_buffer(value, len(value))
+        bpf(MAP_UPDATE_ELEM, _attr((0, "I", fd), (8, "Q", _address(key)), (16, "Q", _address(val))), "writing the map")
+        bpf(MAP_FREEZE, _attr((0, "I", fd)), "freezing the map")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

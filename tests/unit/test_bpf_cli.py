@@ -1,0 +1,61 @@
+"""`dmabuf-inspect bpf`: its usage errors and one-line refusals, on any machine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from paths import FIXTURES
+
+from dmabuf_inspect.cli.main import main
+
+
+def test_bpf_needs_an_action(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["bpf"])
+    assert exited.value.code == 2
+    assert "required: ACTION" in capsys.readouterr().err
+
+
+def test_bpf_refuses_a_captured_tree(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--tree", str(FIXTURES / "k6.12"), "bpf", "status"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "dmabuf-inspect: bpf works on the running kernel only, not on a captured tree"
+    )
+
+
+@pytest.mark.parametrize("mode", ["999", "rw", "01000"])
+def test_pin_mode_must_be_an_octal_file_mode(mode: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["bpf", "pin", "--mode", mode, "/sys/fs/bpf/x"])
+    assert exited.value.code == 2
+    assert f"argument --mode: {mode!r} is no" in capsys.readouterr().err
+
+
+def test_unpin_leaves_a_file_off_bpffs_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    victim = tmp_path / "passwd"
+    victim.write_text("root:x:0:0")
+    assert main(["bpf", "unpin", str(victim)]) == 1
+    assert capsys.readouterr().err.strip() == f"dmabuf-inspect: {victim} is not on bpffs: not a pin, left alone"
+    assert victim.read_text() == "root:x:0:0"
+    assert main(["bpf", "unpin", str(tmp_path / "missing")]) == 1
+    assert capsys.readouterr().err.strip() == f"dmabuf-inspect: nothing pinned at {tmp_path / 'missing'}"
+
+
+def test_pin_off_bpffs_says_where_to_mount_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bpf", "pin", str(tmp_path / "dmabuf" / "iter")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err and "Traceback" not in err
+    if os.geteuid() == 0:
+        assert err == f"dmabuf-inspect: bpffs not mounted at {tmp_path} (mount -t bpf bpf /sys/fs/bpf)"
+    else:
+        assert err == "dmabuf-inspect: needs CAP_BPF and CAP_PERFMON (root)"
+    assert not (tmp_path / "dmabuf").exists()
+
+
+def test_status_prints_one_line_per_part(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bpf", "status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line[:16].strip() for line in lines][:3] == ["privileges", "dma-buf iterator", "task iterators"]
+    assert all(line[16:18] == "  " and line[18:] for line in lines)
