@@ -1,0 +1,1 @@
+"""Exporting snapshots to monitoring systems: Prometheus exposition text, the textfile collector, /metrics."""

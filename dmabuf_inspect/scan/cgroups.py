@@ -1,0 +1,162 @@
+"""Totals per group of processes: per cgroup, per user, per comm.
+
+Within a group a buffer counts once, however many of its processes hold it (`bytes`); Pss adds
+each member's share of each buffer it holds (a buffer's size divided by the number of processes
+holding it, as `Process.pss_bytes`); `shared_bytes` is the part of `bytes` that processes of
+another group also hold, and those buffers are listed in `shared_inodes`. A buffer held by two
+groups is in both: summing `bytes` over groups counts it twice, summing `pss_bytes` does not.
+
+    snap = collect(roots)
+    cgroups = read_cgroups(roots.proc, (p.pid for p in snap.processes))   # pid -> ProcCgroup
+    for t in cgroup_totals(snap, {pid: c.path for pid, c in cgroups.items()}):
+        print(t.path, t.unit, t.bytes, t.shared_bytes)
+
+Pure functions of their arguments: no I/O. A pid the map does not know (or maps to None) falls
+in the group None ("unknown").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, NamedTuple, TypeVar
+
+from dmabuf_inspect.kernel.cgroup import unit_of
+from dmabuf_inspect.model import Snapshot
+from dmabuf_inspect.textsafe import json_name
+
+K = TypeVar("K", bound=Hashable)
+
+
+class GroupTotal(NamedTuple):
+    """The dma-bufs the processes of one group hold."""
+
+    key: Any  # the cgroup path, user or comm; None: unknown
+    processes: int
+    buffers: int  # distinct buffers, each once
+    bytes: int  # their sizes, each buffer once
+    pss_bytes: int
+    shared_buffers: int  # of `buffers`, those another group holds too
+    shared_bytes: int
+    pids: tuple[int, ...]
+    shared_inodes: tuple[int, ...]
+
+
+class CgroupTotal(NamedTuple):
+    """A GroupTotal keyed by cgroup v2 path, with the unit the path stands for."""
+
+    path: str | None  # None: the processes whose cgroup is unknown
+    unit: str | None  # kernel.cgroup.Unit.text, or None when the path names no unit
+    processes: int
+    buffers: int
+    bytes: int
+    pss_bytes: int
+    shared_buffers: int
+    shared_bytes: int
+    pids: tuple[int, ...]
+    shared_inodes: tuple[int, ...]
+
+
+def group_totals(snap: Snapshot, group_of: Callable[[int], K | None]) -> list[GroupTotal]:
+    """One row per group that has a process of the snapshot or a holder of one of its buffers,
+    largest `bytes` first, then by key. `group_of(pid)` names the group."""
+    members: dict[K | None, set[int]] = {}
+    group_cache: dict[int, K | None] = {}
+
+    def of(pid: int) -> K | None:
+        g = group_cache.get(pid, _MISSING)
+        if g is _MISSING:
+            g = group_cache[pid] = group_of(pid)
+            members.setdefault(g, set()).add(pid)
+        return g  # type: ignore[return-value]
+
+    for p in snap.processes:
+        of(p.pid)
+    acc: dict[K | None, list[int]] = {}  # group -> [buffers, bytes, pss, shared buffers, shared bytes]
+    shared: dict[K | None, list[int]] = {}
+    for b in snap.buffers:
+        holders = b.holders
+        if not holders:
+            continue
+        share = b.size_bytes // len(holders)
+        pss: dict[K | None, int] = {}
+        for h in holders:
+            g = of(h.pid)
+            pss[g] = pss.get(g, 0) + share
+        many = len(pss) > 1
+        for g, part in pss.items():
+            row = acc.get(g)
+            if row is None:
+                row = acc[g] = [0, 0, 0, 0, 0]
+            row[0] += 1
+            row[1] += b.size_bytes
+            row[2] += part
+            if many:
+                row[3] += 1
+                row[4] += b.size_bytes
+                shared.setdefault(g, []).append(b.inode)
+    out = []
+    for g, pids in members.items():
+        n, size, pss_bytes, n_shared, shared_size = acc.get(g, [0, 0, 0, 0, 0])
+        out.append(
+            GroupTotal(
+                g,
+                len(pids),
+                n,
+                size,
+                pss_bytes,
+                n_shared,
+                shared_size,
+                tuple(sorted(pids)),
+                tuple(sorted(shared.get(g, ()))),
+            )
+        )
+    out.sort(key=lambda t: (-t.bytes, t.key is None, str(t.key)))
+    return out
+
+
+_MISSING = object()
+
+
+def cgroup_totals(snap: Snapshot, cgroup_of: Mapping[int, str | None]) -> list[CgroupTotal]:
+    """Totals per cgroup v2 path; `cgroup_of` maps a pid to its path (read_cgroups(), or the
+    snapshot's own record of it)."""
+    rows = group_totals(snap, cgroup_of.get)
+    return [CgroupTotal(r.key, _unit_text(r.key), *r[1:]) for r in rows]
+
+
+def _unit_text(path: str | None) -> str | None:
+    unit = unit_of(path)
+    return None if unit is None else unit.text
+
+
+def user_totals(snap: Snapshot) -> list[GroupTotal]:
+    """Totals per user name (`Process.user`: the login name live, the uid in a capture)."""
+    users = {p.pid: p.user for p in snap.processes}
+    return group_totals(snap, users.get)
+
+
+def comm_totals(snap: Snapshot) -> list[GroupTotal]:
+    """Totals per command name (`Process.comm`: any 15 bytes a process chose: escape to print)."""
+    comms = {p.pid: p.comm for p in snap.processes}
+    return group_totals(snap, comms.get)
+
+
+def cgroup_entry(total: CgroupTotal) -> dict[str, Any]:
+    """The JSON of one cgroup: path (valid UTF-8; `path_hex` with the exact bytes when it is not),
+    unit, processes, buffers, bytes, pss_bytes, shared_buffers, shared_bytes, and the inodes of
+    the shared buffers."""
+    path, path_hex = json_name(total.path)
+    entry: dict[str, Any] = {
+        "path": path,
+        "unit": json_name(total.unit)[0],
+        "processes": total.processes,
+        "buffers": total.buffers,
+        "bytes": total.bytes,
+        "pss_bytes": total.pss_bytes,
+        "shared_buffers": total.shared_buffers,
+        "shared_bytes": total.shared_bytes,
+        "shared_inodes": list(total.shared_inodes),
+    }
+    if path_hex is not None:
+        entry["path_hex"] = path_hex
+    return entry
