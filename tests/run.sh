@@ -10,6 +10,12 @@ if ! command -v gcc >/dev/null || ! python3 -c 'import os, sysconfig, sys; sys.e
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev python3-dev >/dev/null
 fi
+# Prometheus and node_exporter: the real servers tests/unit/test_prometheus_*.py start (on free ports, in temp dirs).
+if ! command -v prometheus >/dev/null || ! command -v prometheus-node-exporter >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-node-exporter >/dev/null
+    if [ -d /run/systemd/system ]; then systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true; fi  # the packages start their own daemons
+fi
 python3 -m pip install -q -e '.[test]'
 echo "== ruff";   python3 -m ruff check dmabuf_inspect tests benchmarks fixtures
 python3 -m ruff format --check dmabuf_inspect tests benchmarks fixtures

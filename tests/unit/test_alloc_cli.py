@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
         (["--udmabuf", "--size", "4K", "--hold", "nan"], "argument --hold: hold nan must be 0 or more"),
         (["--udmabuf", "--heap", "system", "--size", "4K"], "not allowed with argument"),
         (["--size", "4K"], "one of the arguments --udmabuf --heap --vfio is required"),
-        # --udmabuf without --size: a UsageError from run() (--vfio takes no --size), tests/unit/test_vfio_alloc.py
+        # --udmabuf without --size: a UsageError from run() (--vfio takes no --size), tests/unit/test_vfio_ioctl.py
     ],
 )
 def test_bad_arguments_are_one_line_usage_errors(

@@ -59,11 +59,20 @@ def test_usage_errors_exit_2() -> None:
     assert run_cli("list", "--sort", "bogus").returncode == 2
 
 
-def test_unreadable_root_is_one_line_and_exit_0_with_sources_marked(tmp_path: Path) -> None:
-    proc = run_cli("--proc-root", str(tmp_path / "missing"), "--sys-root", str(tmp_path), "dump")
+def test_a_missing_proc_root_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    proc = run_cli("--proc-root", str(missing), "--sys-root", str(tmp_path), "dump")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr == f"dmabuf-inspect: --proc-root {missing}: no such directory\n"
+
+
+def test_missing_sources_under_readable_roots_are_marked_and_exit_0(tmp_path: Path) -> None:
+    proc = run_cli("--proc-root", str(tmp_path), "--sys-root", str(tmp_path), "--dev-root", str(tmp_path), "dump")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["sources"]["fdinfo"].startswith("unavailable: ")
+    assert doc["sources"]["bufinfo"].startswith("unavailable: ")
+    assert doc["sources"]["heaps"].startswith("unavailable: ")
     assert "Traceback" not in proc.stderr
 
 

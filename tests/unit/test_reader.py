@@ -59,6 +59,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("dmabuf_inspect.kernel.fdwalk", "dmabuf_dev"): "fd-relative: a directory fd from Tree.open_dir",
     ("dmabuf_inspect.ioctl.heaps", "DmaHeap.open"): "a device node opened for ioctls",
     ("dmabuf_inspect.ioctl.udmabuf", "UdmabufDevice.open"): "a device node opened for ioctls",
+    ("dmabuf_inspect.ioctl.vfio", "_open"): "VFIO device nodes (/dev/vfio/vfio, /dev/vfio/GROUP) opened for ioctls",
     ("dmabuf_inspect.errors", "device_permission_cause"): "stat of a device node, to explain EACCES",
     ("dmabuf_inspect.scan.capture", "_Writer.file"): "writes the capture's own output",
     ("dmabuf_inspect.scan.capture", "_prepare"): "checks the capture's output directory is empty",
@@ -74,7 +75,6 @@ ALLOWED: dict[tuple[str, str], str] = {
 PENDING: dict[tuple[str, str], str] = {
     ("dmabuf_inspect.ioctl.buffer", "fd_target"): "readlink /proc/self/fd/N",
     ("dmabuf_inspect.ioctl.heaps", "heap_names"): "the /dev/dma_heap listing",
-    ("dmabuf_inspect.history.recorder", "boot_time"): "/proc/stat",
     ("dmabuf_inspect.kernel.bpf", "*"): "/sys/kernel/btf/vmlinux, /proc/self/status, bpffs pins",
     ("dmabuf_inspect.kernel.tracefs", "*"): "tracefs, /proc/PID/status and stat",
 }

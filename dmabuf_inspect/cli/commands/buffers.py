@@ -2,28 +2,27 @@
 
 HOLDERS lists pid:fds for fds and pid:m<N> for N mappings. KREFS are references that no
 process holds by fd or mapping (the kernel's, or those of processes we may not read).
+--pid and --exporter keep the buffers that match; a filter that matches nothing exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from dmabuf_inspect.cli.commands.list import filter_snapshot
+from dmabuf_inspect.cli.filters import add_filter_arguments, filtered_snapshot
 from dmabuf_inspect.cli.tables import human_bytes, render_csv, render_table
 from dmabuf_inspect.model import Buffer
 from dmabuf_inspect.scan.notes import no_buffers_text, print_notes
-from dmabuf_inspect.scan.snapshot import collect
-from dmabuf_inspect.scan.views import exporter_totals
+from dmabuf_inspect.scan.views import BUFFER_SORTS, exporter_totals, sorted_buffers
 from dmabuf_inspect.textsafe import escape
 
 NAME = "buffers"
-SORT_KEYS = ("size", "inode", "exporter", "holders")
+SORT_KEYS = tuple(BUFFER_SORTS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sort", choices=SORT_KEYS, default="size", help="default: %(default)s (largest first)")
-    parser.add_argument("--pid", type=int, action="append", metavar="PID", help="only buffers this process holds")
-    parser.add_argument("--exporter", action="append", metavar="NAME", help="only this exporter or class")
+    add_filter_arguments(parser, pid_help="only buffers this process holds (repeatable)")
     parser.add_argument("--csv", action="store_true", help="CSV of the buffers, exact byte counts")
 
 
@@ -38,14 +37,8 @@ def holders_text(b: Buffer) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    snap = filter_snapshot(collect(args.roots), args.pid, args.exporter)
-    key = {
-        "size": lambda b: (-b.size_bytes, b.inode),
-        "inode": lambda b: (b.inode,),
-        "exporter": lambda b: (b.exporter, -b.size_bytes),
-        "holders": lambda b: (-len(b.holders), b.inode),
-    }[args.sort]
-    buffers = sorted(snap.buffers, key=key)
+    snap = filtered_snapshot(args)
+    buffers = sorted_buffers(snap.buffers, args.sort)
     if args.csv:
         print(
             render_csv(

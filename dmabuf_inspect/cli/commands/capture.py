@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from dmabuf_inspect.scan.capture import capture
+from dmabuf_inspect.scan.views import plural
 from dmabuf_inspect.textsafe import escape
 
 NAME = "capture"
@@ -26,17 +27,19 @@ def run(args: argparse.Namespace) -> int:
     report = capture(args.directory, args.roots)
     print(
         f"captured kernel {escape(report.kernel)} into {escape(report.directory)}: "
-        f"{report.processes} processes holding dma-bufs ({report.fds} fds, {report.mappings} mappings)"
+        f"{plural(report.processes, 'process')} holding dma-bufs "
+        f"({plural(report.fds, 'fd')}, {plural(report.mappings, 'mapping')})"
     )
     for name, state in sorted(report.sources.items()):
         print(f"  {name}: {escape(state)}")
     if report.denied_pids:
         n = len(report.denied_pids)
         print(
-            f"dmabuf-inspect: {n} process{'es' if n != 1 else ''} could not be read and are not in the "
-            "capture; run as root to include them",
+            f"dmabuf-inspect: {plural(n, 'process')} could not be read and "
+            f"{'is' if n == 1 else 'are'} not in the capture; run as root to include them",
             file=sys.stderr,
         )
     if report.vanished:
-        print(f"  {report.vanished} processes exited during the capture and were skipped")
+        n = report.vanished
+        print(f"  {plural(n, 'process')} exited during the capture and {'was' if n == 1 else 'were'} skipped")
     return 0

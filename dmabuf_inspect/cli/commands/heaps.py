@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any
 
 from dmabuf_inspect.kernel.devices import read_heaps, read_udmabuf
 from dmabuf_inspect.kernel.reader import Roots
 from dmabuf_inspect.model import Heap, Udmabuf
-from dmabuf_inspect.textsafe import escape, json_name
+from dmabuf_inspect.scan.views import heap_entries, udmabuf_entry
+from dmabuf_inspect.textsafe import escape
 
 NAME = "heaps"
 
@@ -20,27 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def heaps_to_dict(heaps: tuple[Heap, ...], udmabuf: Udmabuf) -> dict[str, Any]:
-    out_heaps = []
-    for heap in heaps:
-        name, name_hex = json_name(heap.name)
-        entry: dict[str, Any] = {
-            "name": name,
-            "dev_path": json_name(heap.dev_path)[0],
-            "major": heap.major,
-            "minor": heap.minor,
-        }
-        if name_hex is not None:
-            entry["name_hex"] = name_hex
-        out_heaps.append(entry)
-    return {
-        "heaps": out_heaps,
-        "udmabuf": {
-            "present": udmabuf.present,
-            "dev_path": json_name(udmabuf.dev_path)[0],
-            "size_limit_mb": udmabuf.size_limit_mb,
-            "list_limit": udmabuf.list_limit,
-        },
-    }
+    """The `heaps --json` document: the same heap and udmabuf entries as `dump` has."""
+    return {"heaps": heap_entries(heaps), "udmabuf": udmabuf_entry(udmabuf)}
 
 
 def _number(value: int | None, unit: str = "") -> str:
@@ -78,9 +59,11 @@ def format_heaps(heaps: tuple[Heap, ...], udmabuf: Udmabuf, dev_root: str) -> li
 
 def run(args: argparse.Namespace) -> int:
     roots: Roots = args.roots
-    heaps = read_heaps(roots.dev_root, live=roots.live, sys_root=roots.sys_root)
-    udmabuf = read_udmabuf(roots.dev_root, roots.sys_root, live=roots.live)
+    heaps = read_heaps(roots)
+    udmabuf = read_udmabuf(roots)
     if getattr(args, "json", False):
+        import json  # only here: `heaps` alone never pays for the json module
+
         print(json.dumps(heaps_to_dict(heaps, udmabuf), indent=2))
     else:
         print("\n".join(format_heaps(heaps, udmabuf, roots.dev_root)))
