@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE))
 from loadgen import load  # noqa: E402
 
 from dmabuf_inspect.kernel.bpf import programs, source  # noqa: E402
-from dmabuf_inspect.kernel.bpf.btf import Btf  # noqa: E402
+from dmabuf_inspect.kernel.bpf.btf import VMLINUX, Btf  # noqa: E402
 from dmabuf_inspect.kernel.bpf.syscall import NEEDS_ROOT  # noqa: E402
 from dmabuf_inspect.kernel.bufinfo import parse_bufinfo_table  # noqa: E402
 
@@ -141,9 +141,9 @@ def _rounds(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str
 def _one_time_costs(has_dmabuf_iter: bool) -> dict[str, float]:
     costs: dict[str, float] = {}
     t0 = time.perf_counter()
-    with open(source.VMLINUX, "rb") as f:
+    with open(VMLINUX, "rb") as f:
         data = f.read()
-    btf = Btf(data, source.VMLINUX)
+    btf = Btf(data, VMLINUX)
     layout = programs.Layout.from_btf(btf)
     costs["btf_parse_s"] = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as cache:

@@ -10,8 +10,8 @@ mapped, plus 8 shared by all), then:
   serve        one `dmabuf-inspect serve --min-interval S` process; after a warm-up scrape, each
                round makes a cold scrape (the last scan is older than S: this scrape scans) and
                then a cached one (within S: the last result, no scan), timed by the client;
-  in process   collect(), the cgroup reads of its processes (what `observe()` adds), and the
-               exposition of the result.
+  in process   collect() without and with the cgroup reads of its processes (what `observe()`
+               and `dump` ask for), in turns, and the exposition of the result.
 Prints one JSON object: best and median of each, the ratio of the bests and the median of the
 per-round ratios (metrics / dump in the same round), and the size of the exposition.
 """
@@ -35,10 +35,9 @@ sys.path.insert(0, str(HERE))
 
 from loadgen import load  # noqa: E402
 
-from dmabuf_inspect.kernel.cgroup import read_cgroups, read_mem_accounting  # noqa: E402
 from dmabuf_inspect.kernel.reader import Roots  # noqa: E402
 from dmabuf_inspect.metrics.collector import exposition  # noqa: E402
-from dmabuf_inspect.metrics.source import Observation, held_pids, observe  # noqa: E402
+from dmabuf_inspect.metrics.source import Observation, observe  # noqa: E402
 from dmabuf_inspect.scan.snapshot import collect  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(HERE.parent))
@@ -129,20 +128,20 @@ def main() -> int:
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 times[name].append(_whole_process(*contenders[name]))
         served = _serve(args.min_interval, args.rounds, Path("/var/tmp/bench_metrics_serve.err"))
-        collect_s, cgroups_s, expo_s = [], [], []
+        collect_s: list[float] = []
+        with_cgroups_s: list[float] = []
+        expo_s: list[float] = []
         text = b""
         roots = Roots()
-        for _ in range(args.rounds):
-            t0 = time.perf_counter()
-            snap = collect(roots)
-            t1 = time.perf_counter()
-            cgroups = read_cgroups(roots.proc, held_pids(snap))
+        for r in range(args.rounds):
+            for cgroups in (False, True) if r % 2 == 0 else (True, False):  # turns each round
+                t0 = time.perf_counter()
+                snap = collect(roots, cgroups=cgroups)
+                (with_cgroups_s if cgroups else collect_s).append(time.perf_counter() - t0)
+            obs = Observation(snap, with_cgroups_s[-1])
             t2 = time.perf_counter()
-            obs = Observation(snap, t2 - t0, cgroups, read_mem_accounting(roots.sys))
             text = exposition(obs)
             expo_s.append(time.perf_counter() - t2)
-            collect_s.append(t1 - t0)
-            cgroups_s.append(t2 - t1)
     snap = obs.snapshot
     per_round = [m / d for m, d in zip(times["metrics"], times["dump"], strict=True)]
     result = {
@@ -162,7 +161,15 @@ def main() -> int:
             "median_per_round": statistics.median(per_round),
         },
         "serve": served,
-        "in_process_s": {"collect": _stats(collect_s), "read_cgroups": _stats(cgroups_s), "exposition": _stats(expo_s)},
+        "in_process_s": {
+            "collect": _stats(collect_s),
+            "collect_with_cgroups": _stats(with_cgroups_s),
+            "exposition": _stats(expo_s),
+        },
+        "cgroups_over_collect": {
+            "of_bests": min(with_cgroups_s) / min(collect_s),
+            "median_per_round": statistics.median(w / c for w, c in zip(with_cgroups_s, collect_s, strict=True)),
+        },
         "exposition": {
             "bytes": len(text),
             "samples": sum(1 for line in text.splitlines() if not line.startswith(b"#")),

@@ -4,9 +4,13 @@
     python3 benchmarks/bench_tui_refresh.py                 # 10 000 buffers, two scenarios
     python3 benchmarks/bench_tui_refresh.py --buffers 50000 --repeat 5 --json
 
-A refresh has two halves. In the worker thread, `prepare()` diffs the new snapshot against the one
-on screen and formats every row. On the UI thread, `apply_view()` filters, sorts and hands rows to
-the tables, which render only the lines on screen; that half is what must stay under 200 ms.
+A refresh has two halves. In the worker thread, the snapshot is added to the session's history
+(`add_and_frame`: `Timeline.add`, then a `HistoryFrame` copy: `history_ms`) and `prepare()` diffs it against the
+one on screen and formats every row, with each buffer's age (`prepare_ms`; `prepare_bare_ms` is
+the same prepare without a history, alternated with it in the same run; `cgroups_ms`, the
+cgroup panel's rows that prepare adds when the scan read cgroups, as the TUI's does). On the UI thread,
+`apply_view()` filters, sorts and hands rows to the tables, which render only the lines on
+screen; that half is what must stay under 200 ms.
 Each apply alternates between two snapshots that differ (1 % gone, 2 % grown, 1 % new buffers),
 so every one is a real change. Scenarios: `spread` (buffers over 300 processes, the largest one
 selected) and `one-process` (a leaker holding them all, selected: its buffer table has every row).
@@ -29,10 +33,12 @@ sys.path.insert(0, HERE)
 
 from synthetic import synthetic  # noqa: E402
 
+from dmabuf_inspect.history.timeline import Timeline  # noqa: E402
 from dmabuf_inspect.model import Snapshot  # noqa: E402
 from dmabuf_inspect.tui.app import DmabufInspectApp  # noqa: E402
+from dmabuf_inspect.tui.historyview import HistoryFrame, add_and_frame  # noqa: E402
 from dmabuf_inspect.tui.screens import MainScreen  # noqa: E402
-from dmabuf_inspect.tui.viewdata import ViewData, prepare  # noqa: E402
+from dmabuf_inspect.tui.viewdata import ViewData, cgroup_rows, prepare  # noqa: E402
 
 BUDGET_MS = 200.0
 
@@ -43,7 +49,10 @@ class Result:
     buffers: int
     processes: int
     selected_rows: int  # rows in the selected process's buffer table
-    prepare_ms: float  # worker thread, median
+    prepare_ms: float  # worker thread, median, with the history's ages (as the app runs it)
+    prepare_bare_ms: float  # the same without a history, alternated with it
+    history_ms: float  # worker thread, median: Timeline.add + its HistoryFrame
+    cgroups_ms: float  # worker thread, median: the cgroup panel's rows (part of prepare when cgroups were read)
     apply_ms: float  # UI thread, median
     apply_max_ms: float
     apply_paint_ms: float  # until the app is idle again (frame composed), median
@@ -54,7 +63,9 @@ class Result:
         verdict = "ok" if self.apply_max_ms < BUDGET_MS else "OVER BUDGET"
         return (
             f"{self.scenario:<12} {self.buffers:>6} buffers {self.processes:>4} procs "
-            f"(selected: {self.selected_rows} rows)  prepare {self.prepare_ms:7.1f} ms (worker)  "
+            f"(selected: {self.selected_rows} rows)  history {self.history_ms:5.1f} ms + prepare "
+            f"{self.prepare_ms:7.1f} ms (without history {self.prepare_bare_ms:7.1f}; "
+            f"cgroup rows {self.cgroups_ms:5.1f}; worker)  "
             f"apply {self.apply_ms:6.1f} ms median, {self.apply_max_ms:6.1f} max  "
             f"apply+paint {self.apply_paint_ms:6.1f} ms (idle wait alone {self.idle_ms:.1f})  [{verdict}]"
         )
@@ -70,17 +81,39 @@ def _never() -> Snapshot:
     raise AssertionError("the benchmark applies views itself")
 
 
+def _with_cgroups(snap: Snapshot, n_cgroups: int = 30) -> Snapshot:
+    """SNAP as a scan that read cgroups (`collect(cgroups=True)`, as the TUI scans): its processes
+    spread over N_CGROUPS services."""
+    procs = tuple(p._replace(cgroup=f"/system.slice/s{p.pid % n_cgroups}.service") for p in snap.processes)
+    return snap._replace(processes=procs, sources={**snap.sources, "cgroup": "ok"})
+
+
 async def _measure(scenario: str, n_buffers: int, n_procs: int, repeat: int) -> Result:
     a, b = _pair(n_buffers, n_procs)
     prepare_s: list[float] = []
+    bare_s: list[float] = []
+    history_s: list[float] = []
     views: list[ViewData] = []
     prev: Snapshot | None = None
-    for snap in (a, b, a, b):
+    frame: HistoryFrame | None = None
+    timeline = Timeline()
+    for i, snap in enumerate((a, b, a, b, a, b)):
         t0 = time.perf_counter()
-        views.append(prepare(snap, prev))
-        prepare_s.append(time.perf_counter() - t0)
+        frame = add_and_frame(timeline, snap, frame, live=True)
+        history_s.append(time.perf_counter() - t0)
+        for with_history in (True, False) if i % 2 else (False, True):
+            t0 = time.perf_counter()
+            view = prepare(snap, prev, frame if with_history else None)
+            (prepare_s if with_history else bare_s).append(time.perf_counter() - t0)
+            if with_history:
+                views.append(view)
         prev = snap
-    view_a, view_b = views[2], views[3]  # both with a previous snapshot, as in a live refresh
+    view_a, view_b = views[-2], views[-1]  # both with a previous snapshot, as in a live refresh
+    cgroups_s: list[float] = []
+    for snap in (_with_cgroups(a), _with_cgroups(b)) * 3:
+        t0 = time.perf_counter()
+        cgroup_rows(snap)
+        cgroups_s.append(time.perf_counter() - t0)
 
     app = DmabufInspectApp(_never, interval_s=3600, cursor_blink=False)
     app.start_scan = lambda: False  # type: ignore[method-assign]
@@ -112,6 +145,9 @@ async def _measure(scenario: str, n_buffers: int, n_procs: int, repeat: int) -> 
         processes=len(b.processes),
         selected_rows=selected,
         prepare_ms=statistics.median(prepare_s[1:]) * 1000,
+        prepare_bare_ms=statistics.median(bare_s[1:]) * 1000,
+        history_ms=statistics.median(history_s[1:]) * 1000,
+        cgroups_ms=statistics.median(cgroups_s) * 1000,
         apply_ms=statistics.median(apply_s) * 1000,
         apply_max_ms=max(apply_s) * 1000,
         apply_paint_ms=statistics.median(paint_s) * 1000,

@@ -22,7 +22,7 @@ def heap_alloc(heap_fd: int, size: int) -> int:
     data = uapi.dma_heap_allocation_data(len=size, fd=0, fd_flags=os.O_RDWR | os.O_CLOEXEC, heap_flags=0)
     buf = bytearray(bytes(data))
     fcntl.ioctl(heap_fd, uapi.DMA_HEAP_IOCTL_ALLOC, buf)
-    return uapi.dma_heap_allocation_data.from_buffer(buf).fd
+    return int(uapi.dma_heap_allocation_data.from_buffer(buf).fd)
 
 
 def _child(heap_fd: int, per_proc: int, size: int, map_every: int, ready_w: int, hold_r: int) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from dmabuf_inspect import exporters as classes
 from dmabuf_inspect.errors import DmabufInspectError, NotADmabufError
@@ -38,8 +38,7 @@ _memo: dict[int, tuple[bytes, ExporterInfo]] = {}  # fd -> (its fdinfo text, wit
 _paths: dict[int, str] = {}  # fd -> /proc/self/fdinfo/FD
 
 
-@dataclass(frozen=True, slots=True)
-class ExporterInfo:
+class ExporterInfo(NamedTuple):
     """What a dma-buf fd says about its exporter."""
 
     exporter: str  # fdinfo exp_name

@@ -12,8 +12,7 @@ and every export that goes through drm_gem_prime_export() says `drm`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 UDMABUF = "udmabuf"
 HEAP = "heap"
@@ -26,8 +25,7 @@ UNKNOWN = "unknown"
 Backing = Literal["shmem", "pages", "contiguous", "device", "mmio", "vmalloc", "unknown"]
 
 
-@dataclass(frozen=True, slots=True)
-class ExporterClass:
+class ExporterClass(NamedTuple):
     """What is known about one exporter: how its memory is backed and what CPU access costs."""
 
     key: str  # unique table key, e.g. "heap-system"

@@ -3,15 +3,15 @@
 Parsers return the `*Info`/`*Entry` records; `snapshot.collect()` joins them into a `Snapshot`.
 Nothing here does I/O.
 
-The records a scan makes by the ten thousand (per fd, mapping, fence, bufinfo object, holder and
-buffer) are NamedTuples, as psutil's are: immutable, and built 4-5x faster than a frozen
-dataclass, which calls object.__setattr__ once per field (10 000 buffers: 308 ms against 74 ms
-in the TCG lab). The rest are frozen dataclasses. A field named `count` shadows tuple.count.
+Every record is a NamedTuple, as psutil's are: immutable, built 4-5x faster than a frozen
+dataclass, which calls object.__setattr__ once per field (10 000 buffers: 308 ms against 74 ms in
+the TCG lab), and defined 10-20x faster (a frozen dataclass class costs about 1.3 ms to create
+natively, with `dataclasses` and `inspect` to import: a tenth of a `dump`'s start under TCG).
+Copy with a change: `x._replace(field=value)`. A field named `count` shadows tuple.count.
+No `from __future__ import annotations` here: typing.NamedTuple compiles each field's annotation
+when it is a string (a ForwardRef per field), which took 60% of this module's import.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass, field
 from itertools import repeat
 from typing import NamedTuple
 
@@ -69,8 +69,7 @@ class BufInfoEntry(NamedTuple):
     attachments: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class BufInfo:
+class BufInfo(NamedTuple):
     """All of debugfs `dma_buf/bufinfo`."""
 
     entries: tuple[BufInfoEntry, ...]
@@ -78,15 +77,14 @@ class BufInfo:
     total_bytes: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class BufInfoTable:
+class BufInfoTable(NamedTuple):
     """All of debugfs `dma_buf/bufinfo` column by column, objects in file order: what a full
     scan joins on, without a record per object."""
 
     size_bytes: tuple[int, ...]
     flags: tuple[int, ...]
     mode: tuple[int, ...]
-    count: tuple[int, ...]
+    count: tuple[int, ...]  # type: ignore[assignment]  # shadows tuple.count
     exp_name: tuple[str, ...]
     inode: tuple[int | None, ...]
     name: tuple[str | None, ...]
@@ -96,7 +94,7 @@ class BufInfoTable:
     total_bytes: int | None
 
     @classmethod
-    def of(cls, info: BufInfo) -> BufInfoTable:
+    def of(cls, info: BufInfo) -> "BufInfoTable":
         if not info.entries:
             return cls((), (), (), (), (), (), (), (), (), info.total_objects, info.total_bytes)
         size, flags, mode, count, exp_name, inode, name, fences, attachments = zip(*info.entries, strict=True)
@@ -120,8 +118,7 @@ class BufInfoTable:
         return BufInfo(tuple(entries), self.total_objects, self.total_bytes)
 
 
-@dataclass(frozen=True, slots=True)
-class SysfsBuffer:
+class SysfsBuffer(NamedTuple):
     """`/sys/kernel/dmabuf/buffers/INO/` (removed in 6.x, kept where present)."""
 
     inode: int
@@ -129,8 +126,7 @@ class SysfsBuffer:
     size_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
-class Heap:
+class Heap(NamedTuple):
     """A `/dev/dma_heap/NAME` device."""
 
     name: str
@@ -139,8 +135,7 @@ class Heap:
     minor: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class Udmabuf:
+class Udmabuf(NamedTuple):
     """Whether `/dev/udmabuf` exists, and the module's limits where readable."""
 
     present: bool
@@ -163,7 +158,7 @@ class Buffer(NamedTuple):
 
     inode: int
     size_bytes: int
-    size_source: str  # fdinfo | bufinfo | sysfs | maps (a lower bound from the mapping)
+    size_source: str  # fdinfo | bufinfo | bpf | sysfs | maps (a lower bound from the mapping)
     exporter: str
     exporter_class: str
     name: str | None
@@ -194,8 +189,7 @@ class Buffer(NamedTuple):
         return sum(h.maps for h in self.holders)
 
 
-@dataclass(frozen=True, slots=True)
-class Process:
+class Process(NamedTuple):
     """A process that holds at least one dma-buf."""
 
     pid: int
@@ -218,6 +212,9 @@ class Process:
     # exporters.is_device_memory). rss_bytes - device_rss_bytes is what is not.
     device_rss_bytes: int = 0
     device_pss_bytes: int = 0
+    # The cgroup v2 path (/proc/PID/cgroup `0::`, without " (deleted)"), read by the scan when
+    # asked (collect(cgroups=True)); None when unknown (v1 only, no such file) or not read.
+    cgroup: str | None = None
 
     @property
     def ram_rss_bytes(self) -> int:
@@ -229,13 +226,13 @@ class Process:
         return self.pss_bytes - self.device_pss_bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Totals:
+class Totals(NamedTuple):
     buffers: int
     bytes: int
     userspace_bytes: int  # buffers some process was seen holding (a lower bound when kernel_only_bytes is None)
-    # The buffers no process holds. None unless debugfs bufinfo was read (it lists the buffers
-    # no process holds), and None when a holder may have gone unseen (Buffer.holders_known).
+    # The buffers no process holds. None unless every buffer was listed (debugfs bufinfo, or a
+    # BPF dma-buf iterator: they list the buffers no process holds), and None when a holder may
+    # have gone unseen (Buffer.holders_known: a process that could not be read, among others).
     kernel_only_bytes: int | None
     # Of `buffers` and `bytes`: device memory (a PCI BAR exported by vfio-pci), never RAM.
     device_buffers: int = 0
@@ -260,8 +257,7 @@ class VfioDeviceFd(NamedTuple):
 UNKNOWN_DEVICE = "unknown"
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceMemory:
+class DeviceMemory(NamedTuple):
     """Which device a device-memory buffer (class vfio) lives in, as far as the kernel tells.
 
     No kernel (up to 7.3) ties a VFIO dma-buf to its device or BAR directly. What it does tell:
@@ -286,8 +282,7 @@ UNJOINED = "unjoined"  # dma-buf fds that could not be tied to a buffer (Process
 SCAN_ERROR_KINDS = (DENIED, OUTSIDE, BROKEN, UNJOINED)
 
 
-@dataclass(frozen=True, slots=True)
-class ScanError:
+class ScanError(NamedTuple):
     """A gap in a scan: what could not be read (pid None: not a process's), and why."""
 
     pid: int | None
@@ -296,8 +291,7 @@ class ScanError:
     kind: str = BROKEN  # one of SCAN_ERROR_KINDS, for programs
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     kernel: str
     taken_at: float  # time.time() at the end of the scan
     sources: dict[str, str]  # NAME -> "ok" | "unavailable: why"
@@ -307,6 +301,9 @@ class Snapshot:
     errors: tuple[ScanError, ...]
     heaps: tuple[Heap, ...] = ()
     udmabuf: Udmabuf | None = None
-    denied_pids: tuple[int, ...] = field(default=())
+    denied_pids: tuple[int, ...] = ()
     # One per device-memory buffer (class vfio), by inode: its device, as far as the kernel tells.
     device_memory: tuple[DeviceMemory, ...] = ()
+    # dma_heap.mem_accounting (7.0+): heap pages charged to the allocating task's memory cgroup;
+    # None where the kernel (or the capture) has no such parameter.
+    mem_accounting: bool | None = None

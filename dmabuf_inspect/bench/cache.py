@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmabuf_inspect.bench.model import BenchDocumentError, BenchReport, SizeResult, Spread
+from dmabuf_inspect.cachedir import cache_dir
 from dmabuf_inspect.errors import DmabufInspectError
 
 CACHE_SCHEMA = "dmabuf-inspect-bench-cache/1"
@@ -37,17 +38,6 @@ MAX_RUNS = 8
 
 class BenchCacheError(DmabufInspectError):
     """The cache file exists but cannot be read or is not a bench cache."""
-
-
-def cache_dir(environ: Mapping[str, str] | None = None) -> str:
-    """$XDG_CACHE_HOME/dmabuf-inspect; ~/.cache/dmabuf-inspect when it is unset, empty or relative
-    (the XDG base directory spec says to ignore a relative path)."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):
-        home = env.get("HOME") or os.path.expanduser("~")
-        base = os.path.join(home, ".cache")
-    return os.path.join(base, "dmabuf-inspect")
 
 
 def cache_path(release: str, directory: str | None = None) -> str:

@@ -26,13 +26,19 @@ def add_filter_arguments(parser: argparse.ArgumentParser, *, pid_help: str) -> N
     )
 
 
-def filtered_snapshot(args: argparse.Namespace) -> Snapshot:
-    """A scan of args.roots with --pid/--exporter applied; NoMatchError when they keep nothing
-    (the scan's notes, such as denied processes, are printed first: they may be why)."""
-    snap = collect(args.roots)
+def filtered_snapshot(args: argparse.Namespace, *, cgroups: bool = False) -> Snapshot:
+    """A scan of args.roots (with each process's cgroup when `cgroups`) with --pid/--exporter
+    applied; NoMatchError when they keep nothing (the scan's notes, such as denied processes, are
+    printed first: they may be why)."""
+    return scan_and_filter(args, cgroups=cgroups)[1]
+
+
+def scan_and_filter(args: argparse.Namespace, *, cgroups: bool = False) -> tuple[Snapshot, Snapshot]:
+    """(the whole scan, the scan with --pid/--exporter applied), as filtered_snapshot()."""
+    snap = collect(args.roots, cgroups=cgroups) if cgroups else collect(args.roots)
     exporters = exporter_names(args.exporter or ())
     miss = filter_miss_text(snap, args.pid, exporters)
     if miss is not None:
         print_notes(snap)
         raise NoMatchError(miss)
-    return filter_snapshot(snap, args.pid, exporters)
+    return snap, filter_snapshot(snap, args.pid, exporters)

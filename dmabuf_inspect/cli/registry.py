@@ -7,8 +7,6 @@ a command: write `dmabuf_inspect/cli/commands/NAME.py` with a docstring (its hel
 the first line of the module's docstring (tests/unit/test_cli_registry.py checks that they agree).
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 

@@ -64,6 +64,7 @@ class Side:
     kernel_only_known: bool  # bufinfo was read: a buffer with no holder is kernel-only
     total_bytes: int
     total_buffers: int
+    device_bytes: int = 0  # of total_bytes: device memory (class vfio), never RAM; 0 in older dumps
 
 
 class DocumentError(ValueError):
@@ -91,6 +92,7 @@ def side_from_snapshot(snap: Snapshot) -> Side:
         snap.totals.kernel_only_bytes is not None,
         snap.totals.bytes,
         snap.totals.buffers,
+        snap.totals.device_bytes,
     )
 
 
@@ -125,6 +127,7 @@ def side_from_document(doc: Any) -> Side:
             totals.get("kernel_only_bytes") is not None,
             int(totals["bytes"]),
             int(totals["buffers"]),
+            int(totals.get("device_bytes", 0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DocumentError(f"a `dump` document with a missing or wrong field ({type(exc).__name__}: {exc})") from None
@@ -242,16 +245,19 @@ def diff_sides(before: Side, after: Side) -> dict[str, Any]:
             "taken_at": before.taken_at,
             "bytes": before.total_bytes,
             "buffers": before.total_buffers,
+            "device_bytes": before.device_bytes,
         },
         "after": {
             "kernel": after.kernel,
             "taken_at": after.taken_at,
             "bytes": after.total_bytes,
             "buffers": after.total_buffers,
+            "device_bytes": after.device_bytes,
         },
         "delta_bytes": delta,
         "delta_buffers": after.total_buffers - before.total_buffers,
         "delta_kernel_only_bytes": None if ko_before is None or ko_after is None else ko_after - ko_before,
+        "delta_device_bytes": after.device_bytes - before.device_bytes,
         "growth_bytes": max(delta, 0),
         "new": new,
         "gone": gone,

@@ -21,6 +21,7 @@ from typing import Literal
 from dmabuf_inspect.errors import InvalidArgumentError, syscall_error
 from dmabuf_inspect.ioctl import uapi
 from dmabuf_inspect.ioctl.handle import OwnedFd
+from dmabuf_inspect.kernel.reader import LIVE_PROC, Tree
 from dmabuf_inspect.textsafe import escape
 
 Access = Literal["read", "write", "rw"]
@@ -61,10 +62,13 @@ def checked_ioctl(
         raise syscall_error(step, exc, causes) from None
 
 
+_PROC = Tree(LIVE_PROC, live=True)  # this process's own fds: always the live /proc
+
+
 def fd_target(fd: int) -> str:
     """What /proc/self/fd/N points at, escaped for a message ('not open', or '?' if unreadable)."""
     try:
-        return escape(os.readlink(f"/proc/self/fd/{fd}"))
+        return escape(_PROC.readlink(f"self/fd/{fd}"))
     except FileNotFoundError:
         return "not open"
     except OSError:

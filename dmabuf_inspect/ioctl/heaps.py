@@ -18,6 +18,7 @@ from dmabuf_inspect.errors import InvalidArgumentError, device_permission_cause,
 from dmabuf_inspect.ioctl import uapi
 from dmabuf_inspect.ioctl.buffer import DmaBuf, checked_ioctl, fd_target
 from dmabuf_inspect.ioctl.handle import OwnedFd
+from dmabuf_inspect.kernel.reader import Tree
 from dmabuf_inspect.textsafe import escape
 
 HEAP_DIR = "dma_heap"
@@ -25,9 +26,10 @@ DEFAULT_FD_FLAGS = os.O_RDWR | os.O_CLOEXEC
 
 
 def heap_names(dev_root: str = "/dev") -> list[str] | None:
-    """Names under DEV_ROOT/dma_heap, sorted; None when the directory does not exist."""
+    """Names under DEV_ROOT/dma_heap, sorted; None when the directory does not exist. The nodes
+    that `DmaHeap.open` would open: a live tree, whatever DEV_ROOT is (allocations are live)."""
     try:
-        return sorted(os.listdir(os.path.join(dev_root, HEAP_DIR)))
+        return sorted(Tree(dev_root, live=True).listdir(HEAP_DIR))
     except OSError:
         return None
 

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -137,16 +138,210 @@ fail:
     return NULL;
 }
 
+/* weave(pieces, rows, sep, nested) -> str: the text of many JSON objects of one shape, for the
+ * JSON writer (scan/jsonout.py), which falls back to str.join where this is not built.
+ * Each row is a tuple of n values (n = len(pieces) - 1), written as pieces[0] v0 pieces[1] v1 ...
+ * v(n-1) pieces[n]; rows are separated by `sep`. A value is written as: a str, as it is (the
+ * caller JSON-encodes strings, into ASCII); an int (not a bool), in decimal; None, as null; a
+ * tuple of ints, in decimal joined by ","; and in a column k of `nested` ({k: pieces}), a
+ * sequence of rows, woven with those pieces and ",". ASCII only: a str that is not is a
+ * ValueError, any other value a TypeError. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} text_t;
+
+static int text_grow(text_t *t, size_t more) {
+    if (t->len + more <= t->cap) return 0;
+    size_t cap = t->cap ? t->cap : 1 << 16;
+    while (cap < t->len + more) cap *= 2;
+    char *p = realloc(t->p, cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->p = p;
+    t->cap = cap;
+    return 0;
+}
+
+static int text_str(text_t *t, PyObject *s) {
+    if (!PyUnicode_IS_ASCII(s)) {
+        PyErr_SetString(PyExc_ValueError, "weave: a str that is not ASCII");
+        return -1;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if (text_grow(t, (size_t)n)) return -1;
+    memcpy(t->p + t->len, PyUnicode_1BYTE_DATA(s), (size_t)n);
+    t->len += (size_t)n;
+    return 0;
+}
+
+static int text_int(text_t *t, PyObject *v) {
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    if (overflow) { /* past 2^63: as Python writes it */
+        PyObject *s = PyObject_Str(v);
+        if (s == NULL) return -1;
+        int r = text_str(t, s);
+        Py_DECREF(s);
+        return r;
+    }
+    if (text_grow(t, 24)) return -1;
+    char digits[24], *d = digits + sizeof digits;
+    unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x;
+    do {
+        *--d = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (x < 0) *--d = '-';
+    size_t n = (size_t)(digits + sizeof digits - d);
+    memcpy(t->p + t->len, d, n);
+    t->len += n;
+    return 0;
+}
+
+static int weave_rows(text_t *t, PyObject *pieces, PyObject *rows, const char *sep, size_t sep_len,
+                      PyObject *nested);
+
+static int text_value(text_t *t, PyObject *v, PyObject *sub) {
+    if (sub != NULL) return weave_rows(t, sub, v, ",", 1, NULL);
+    if (PyUnicode_Check(v)) return text_str(t, v);
+    if (PyLong_Check(v) && !PyBool_Check(v)) return text_int(t, v);
+    if (v == Py_None) {
+        if (text_grow(t, 4)) return -1;
+        memcpy(t->p + t->len, "null", 4);
+        t->len += 4;
+        return 0;
+    }
+    if (PyTuple_Check(v)) {
+        Py_ssize_t n = PyTuple_GET_SIZE(v);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *item = PyTuple_GET_ITEM(v, i);
+            if (!PyLong_Check(item) || PyBool_Check(item)) {
+                PyErr_SetString(PyExc_TypeError, "weave: a tuple of something else than ints");
+                return -1;
+            }
+            if (i) {
+                if (text_grow(t, 1)) return -1;
+                t->p[t->len++] = ',';
+            }
+            if (text_int(t, item)) return -1;
+        }
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "weave: cannot write a %.100s", Py_TYPE(v)->tp_name);
+    return -1;
+}
+
+static int weave_rows(text_t *t, PyObject *pieces, PyObject *rows, const char *sep, size_t sep_len,
+                      PyObject *nested) {
+    Py_ssize_t n = PyTuple_GET_SIZE(pieces) - 1;
+    PyObject *subs[64] = {NULL};
+    if (n < 0 || n > 64) {
+        PyErr_SetString(PyExc_ValueError, "weave: 1 to 65 pieces");
+        return -1;
+    }
+    if (nested != NULL) {
+        for (Py_ssize_t k = 0; k < n; k++) {
+            PyObject *key = PyLong_FromSsize_t(k);
+            if (key == NULL) return -1;
+            subs[k] = PyDict_GetItemWithError(nested, key); /* borrowed */
+            Py_DECREF(key);
+            if (subs[k] == NULL && PyErr_Occurred()) return -1;
+            if (subs[k] != NULL && (!PyTuple_Check(subs[k]) || PyTuple_GET_SIZE(subs[k]) < 1)) {
+                PyErr_SetString(PyExc_TypeError, "weave: nested pieces must be a non-empty tuple");
+                return -1;
+            }
+        }
+    }
+    PyObject *it = PyObject_GetIter(rows);
+    if (it == NULL) return -1;
+    PyObject *row;
+    int first = 1, r = 0;
+    while (r == 0 && (row = PyIter_Next(it)) != NULL) {
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != n) {
+            PyErr_Format(PyExc_TypeError, "weave: each row must be a tuple of %zd values", n);
+            r = -1;
+        }
+        if (r == 0 && !first) {
+            if (text_grow(t, sep_len)) r = -1;
+            else {
+                memcpy(t->p + t->len, sep, sep_len);
+                t->len += sep_len;
+            }
+        }
+        first = 0;
+        for (Py_ssize_t k = 0; r == 0 && k <= n; k++) {
+            r = text_str(t, PyTuple_GET_ITEM(pieces, k));
+            if (r == 0 && k < n) r = text_value(t, PyTuple_GET_ITEM(row, k), subs[k]);
+        }
+        Py_DECREF(row);
+    }
+    Py_DECREF(it);
+    if (r == 0 && PyErr_Occurred()) r = -1;
+    return r;
+}
+
+static PyObject *weave(PyObject *self, PyObject *args) {
+    PyObject *pieces, *rows, *sep, *nested = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!OU|O!:weave", &PyTuple_Type, &pieces, &rows, &sep, &PyDict_Type, &nested))
+        return NULL;
+    Py_ssize_t np = PyTuple_GET_SIZE(pieces);
+    for (Py_ssize_t i = 0; i < np; i++) {
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(pieces, i))) {
+            PyErr_SetString(PyExc_TypeError, "weave: pieces must be str");
+            return NULL;
+        }
+    }
+    if (nested != NULL) {
+        PyObject *key, *value;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(nested, &pos, &key, &value)) {
+            if (!PyTuple_Check(value)) {
+                PyErr_SetString(PyExc_TypeError, "weave: nested pieces must be a tuple");
+                return NULL;
+            }
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(value); i++) {
+                if (!PyUnicode_Check(PyTuple_GET_ITEM(value, i))) {
+                    PyErr_SetString(PyExc_TypeError, "weave: pieces must be str");
+                    return NULL;
+                }
+            }
+        }
+    }
+    if (!PyUnicode_IS_ASCII(sep)) {
+        PyErr_SetString(PyExc_ValueError, "weave: a str that is not ASCII");
+        return NULL;
+    }
+    text_t t = {NULL, 0, 0};
+    if (weave_rows(&t, pieces, rows, (const char *)PyUnicode_1BYTE_DATA(sep), (size_t)PyUnicode_GET_LENGTH(sep),
+                   nested)) {
+        free(t.p);
+        return NULL;
+    }
+    PyObject *out = PyUnicode_New((Py_ssize_t)t.len, 127);
+    if (out != NULL && t.len) memcpy(PyUnicode_1BYTE_DATA(out), t.p, t.len);
+    free(t.p);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"fds_by_inode", fds_by_inode, METH_VARARGS,
      "fds_by_inode(dirfd, dev) -> {inode: fds}: the entries of an open /proc/PID/fd directory\n"
      "whose target is on device `dev`, by the target's inode; fds ascending, inodes in the\n"
      "order of their first fd."},
+    {"weave", weave, METH_VARARGS,
+     "weave(pieces, rows, sep, nested={}) -> str: pieces[0] row[0] pieces[1] ... pieces[n] for each\n"
+     "row, rows separated by sep (str as is, int in decimal, None as null, a tuple of ints joined\n"
+     "by ',', a column k of nested woven as rows with nested[k] and ','); ASCII only."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fdwalk", "The fd-table walk of a live scan, in C.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_fdwalk", "The fd-table walk of a live scan, and the JSON writer's weave(), in C.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -1,7 +1,7 @@
 """Which dma-buf allocators this machine offers: the heaps of /dev/dma_heap and /dev/udmabuf.
 
-Live, heaps come from udev (subsystem `dma_heap`), falling back to listing the directory; in
-a capture, from the tree:
+The heaps are the names under /sys/class/dma_heap and /dev/dma_heap (read through the kernel
+reader, live or captured: no udev), with their device numbers; in a capture, from the tree:
 
     dev/dma_heap/system                              (any file: only its name counts)
     dev/udmabuf
@@ -12,10 +12,9 @@ a capture, from the tree:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
-import threading
-from typing import Any
 
 from dmabuf_inspect.kernel.reader import Roots, Tree
 from dmabuf_inspect.model import Heap, Udmabuf
@@ -34,41 +33,6 @@ def parse_dev_numbers(text: str) -> tuple[int, int] | None:
     return int(major), int(minor)
 
 
-_local = threading.local()  # a libudev context is not to be shared between threads
-
-
-def _udev_context() -> Any:
-    import pyudev
-
-    context = getattr(_local, "context", None)
-    if context is None:
-        context = _local.context = pyudev.Context()
-    return context
-
-
-def _heaps_from_udev(dev_root: str) -> tuple[Heap, ...]:
-    try:
-        import pyudev
-    except ImportError:
-        return ()
-    heaps = []
-    try:
-        for device in _udev_context().list_devices(subsystem="dma_heap"):
-            name = str(device.sys_name)
-            number = device.device_number
-            heaps.append(
-                Heap(
-                    name=name,
-                    dev_path=str(device.device_node or os.path.join(dev_root, HEAP_DIR, name)),
-                    major=os.major(number) if number else None,
-                    minor=os.minor(number) if number else None,
-                )
-            )
-    except (OSError, pyudev.DeviceNotFoundError):
-        return ()
-    return tuple(sorted(heaps, key=lambda h: h.name))
-
-
 def _heap_numbers(roots: Roots, name: str) -> tuple[int, int] | None:
     if roots.live:
         try:
@@ -84,18 +48,23 @@ def _heap_numbers(roots: Roots, name: str) -> tuple[int, int] | None:
     return parse_dev_numbers(text)
 
 
+def heap_names(roots: Roots) -> list[str]:
+    """The names of the heaps, sorted: those under SYS/class/dma_heap (every heap the kernel
+    registered) and those under DEV/dma_heap (a capture may hold only these). Two directory reads,
+    no udev: libudev enumerates the same sysfs directory, and pyudev cost a cold `dump` 0.5-0.7 s
+    of its 5 s under TCG."""
+    names: set[str] = set()
+    for tree, path in ((roots.dev, HEAP_DIR), (roots.sys, f"class/{HEAP_DIR}")):
+        with contextlib.suppress(OSError):
+            names.update(tree.listdir(path))
+    return sorted(names)
+
+
 def read_heaps(roots: Roots) -> tuple[Heap, ...]:
-    """The dma-buf heaps, sorted by name; () when there are none (or no /dev/dma_heap)."""
-    if roots.live and roots.dev.real_root == "/dev":
-        heaps = _heaps_from_udev(roots.dev_root)
-        if heaps:
-            return heaps
-    try:
-        names = sorted(roots.dev.listdir(HEAP_DIR))
-    except OSError:
-        return ()
+    """The dma-buf heaps, sorted by name; () when there are none. A heap's numbers come from its
+    device node (live) or from sysfs `class/dma_heap/NAME/dev`; None where neither tells."""
     out = []
-    for name in names:
+    for name in heap_names(roots):
         numbers = _heap_numbers(roots, name)
         out.append(
             Heap(

@@ -9,14 +9,13 @@ follow a captured tree's paths out of it.
 from __future__ import annotations
 
 import pwd
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from dmabuf_inspect.kernel.reader import GONE, Tree, gap_kind
 
 
-@dataclass(frozen=True, slots=True)
-class ProcIdentity:
+class ProcIdentity(NamedTuple):
     pid: int
     ppid: int | None
     comm: str

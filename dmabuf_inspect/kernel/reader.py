@@ -20,6 +20,7 @@ Imported by `dmabuf_inspect.classify`, so by `import dmabuf_inspect`: standard l
 from __future__ import annotations
 
 import errno
+import io
 import os
 
 LIVE_PROC = "/proc"
@@ -69,22 +70,19 @@ def gap_text(exc: OSError) -> str:
 
 
 def _read_all(path: str, flags: int, limit: int) -> bytes:
-    fd = os.open(path, flags)
-    try:
+    """The file's bytes, read through a file object: a signal handler that raises (`record`'s
+    SIGTERM) runs right after open() returns, and the object closes the file as it is dropped,
+    where a bare fd would stay open (and an open tracefs file keeps its instance busy: EBUSY)."""
+    with io.FileIO(path, "rb") if flags == _O_READ else io.FileIO(os.open(path, flags), "rb") as f:
         chunks = []
         total = 0
         while total < limit:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                break
+            chunk = f.read(65536)  # None: a non-blocking file with nothing to read now
             if not chunk:
                 break
             chunks.append(chunk)
             total += len(chunk)
         return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 _O_READ = os.O_RDONLY | os.O_CLOEXEC
@@ -187,6 +185,12 @@ class Tree:
                 raise
         return _read_all(self._inside(path), _O_CAPTURED, limit)  # the file is a link: resolve it too
 
+    def check_open(self, rel: str) -> None:
+        """Open `rel` for reading and close it, reading nothing (a read of debugfs bufinfo walks
+        every buffer); raises OSError as read() would."""
+        path = self.path(rel)
+        os.close(os.open(path, _O_READ) if self.live else os.open(self._inside(path), _O_CAPTURED))
+
     def read_text(self, rel: str, limit: int = 1 << 24) -> str:
         return self.read(rel, limit).decode("utf-8", "surrogateescape")
 
@@ -231,6 +235,40 @@ class Tree:
         path = self.path(rel)
         return os.open(path if self.live else self._inside(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
+    # -- writes, for the few kernel interfaces driven by files (tracefs); live trees only ------
+
+    def _live_path(self, rel: str) -> str:
+        if not self.live:
+            raise OSError(errno.EROFS, "a capture is only read", self.path(rel))
+        return self.path(rel)
+
+    def open_read(self, rel: str, *, blocking: bool = True) -> int:
+        """An O_RDONLY fd of `rel` that the caller keeps and closes (tracefs trace_pipe)."""
+        path = self.path(rel)
+        if not self.live:
+            return os.open(self._inside(path), _O_CAPTURED)
+        return os.open(path, _O_READ if blocking else _O_READ | os.O_NONBLOCK)
+
+    def write(self, rel: str, data: bytes) -> None:
+        """Write a control file; never creates one (O_CREAT would hide a missing file)."""
+        fd = os.open(self._live_path(rel), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def mkdir(self, rel: str) -> None:
+        """mkdir(2) under the root: a tracefs instance is made this way."""
+        os.mkdir(self._live_path(rel))
+
+    def rmdir(self, rel: str) -> None:
+        """rmdir(2) under the root: a tracefs instance is removed this way."""
+        os.rmdir(self._live_path(rel))
+
+    def writable(self, rel: str) -> bool:
+        """Whether this process may write to `rel` (access(2) W_OK); False in a capture."""
+        return self.live and os.access(self.path(rel), os.W_OK)
+
 
 def is_live_proc(proc_root: str) -> bool:
     """True when `proc_root` is the real /proc, so fd links may be followed (stat)."""
@@ -242,9 +280,24 @@ class Roots:
 
     `live` is computed once, from `proc_root`: True when it is the real /proc. Pass `live=` only
     to pretend (tests).
+
+    `bpf`: whether a scan may read BPF iterators (ours when root, a pinned one, or a capture's
+    copy; `--no-bpf` says False); `bpf_iter`: a pinned iterator to read (`--bpf-iter PATH`).
     """
 
-    __slots__ = ("debugfs", "debugfs_root", "dev", "dev_root", "live", "proc", "proc_root", "sys", "sys_root")
+    __slots__ = (
+        "bpf",
+        "bpf_iter",
+        "debugfs",
+        "debugfs_root",
+        "dev",
+        "dev_root",
+        "live",
+        "proc",
+        "proc_root",
+        "sys",
+        "sys_root",
+    )
 
     def __init__(
         self,
@@ -254,7 +307,11 @@ class Roots:
         dev_root: str = "/dev",
         *,
         live: bool | None = None,
+        bpf: bool = True,
+        bpf_iter: str | None = None,
     ) -> None:
+        self.bpf = bpf
+        self.bpf_iter = bpf_iter
         self.proc_root = proc_root
         self.sys_root = sys_root
         self.debugfs_root = debugfs_root
@@ -266,13 +323,14 @@ class Roots:
         self.dev = Tree(dev_root, live=self.live)
 
     @classmethod
-    def from_tree(cls, tree: str) -> Roots:
+    def from_tree(cls, tree: str, *, bpf: bool = True) -> Roots:
         """Roots of a capture made by `dmabuf-inspect capture` (or laid out the same way)."""
         return cls(
             proc_root=os.path.join(tree, "proc"),
             sys_root=os.path.join(tree, "sys"),
             debugfs_root=os.path.join(tree, "sys", "kernel", "debug"),
             dev_root=os.path.join(tree, "dev"),
+            bpf=bpf,
         )
 
     def _key(self) -> tuple[str, str, str, str]:

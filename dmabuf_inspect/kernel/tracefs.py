@@ -168,10 +168,16 @@ class TraceUnavailableError(OSError):
     """Why the dma_buf events can't be traced here: one sentence for the user."""
 
 
+def _tracefs(root: str) -> Tree:
+    """The tracefs at `root`: the live machine's (or a test's stand-in), never a capture's."""
+    return Tree(root, live=True)
+
+
 def unavailable_reason(root: str = TRACEFS) -> str | None:
     """None when `root` has the dma_buf events and we may make an instance; else why not."""
+    tree = _tracefs(root)
     try:
-        names = os.listdir(root)
+        names = tree.listdir()
     except PermissionError:
         return f"permission denied reading {root} (run as root)"
     except FileNotFoundError:
@@ -180,9 +186,9 @@ def unavailable_reason(root: str = TRACEFS) -> str | None:
         return f"{root}: {os.strerror(exc.errno or 0)}"
     if "events" not in names or "instances" not in names:
         return f"tracefs is not mounted at {root} (mount -t tracefs nodev {root})"
-    if not os.path.isdir(os.path.join(root, "events", "dma_buf")):
+    if not tree.isdir("events/dma_buf"):
         return f"this kernel ({os.uname().release}) has no dma_buf tracepoints (they came with Linux 7.0)"
-    if not os.access(os.path.join(root, "instances"), os.W_OK):
+    if not tree.writable("instances"):
         return f"permission denied creating a trace instance in {root}/instances (run as root)"
     return None
 
@@ -200,8 +206,9 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale(root: str = TRACEFS) -> list[str]:
     """Remove the instances of recorders that are gone (killed with SIGKILL); their names."""
     removed: list[str] = []
+    instances = _tracefs(os.path.join(root, "instances"))
     try:
-        names = os.listdir(os.path.join(root, "instances"))
+        names = instances.listdir()
     except OSError:
         return removed
     for name in names:
@@ -209,26 +216,20 @@ def remove_stale(root: str = TRACEFS) -> list[str]:
         if rest == name or not rest.isdigit() or _pid_alive(int(rest)):
             continue
         with contextlib.suppress(OSError):
-            _remove(os.path.join(root, "instances", name))
+            _remove(instances.path(name))
             removed.append(name)
     return removed
 
 
-def _write(path: str, value: str) -> None:
-    """Write a tracefs control file; never creates one (O_CREAT would hide a missing file)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
-
-
 def _remove(path: str) -> None:
+    """Turn the instance at `path` off and remove it."""
+    instance = _tracefs(path)
     with contextlib.suppress(OSError):
-        _write(os.path.join(path, "tracing_on"), "0")
+        instance.write("tracing_on", b"0")
     with contextlib.suppress(OSError):
-        _write(os.path.join(path, "events", "enable"), "0")
-    os.rmdir(path)
+        instance.write("events/enable", b"0")
+    parent, name = os.path.split(path)
+    _tracefs(parent).rmdir(name)
 
 
 @dataclass(slots=True)
@@ -256,12 +257,14 @@ class TraceInstance:
         if reason is not None:
             raise TraceUnavailableError(reason)
         remove_stale(root)
-        path = os.path.join(root, "instances", name or f"{INSTANCE_PREFIX}{os.getpid()}")
+        instances = _tracefs(os.path.join(root, "instances"))
+        name = name or f"{INSTANCE_PREFIX}{os.getpid()}"
+        path = instances.path(name)
         try:
-            os.mkdir(path)
+            instances.mkdir(name)
         except FileExistsError:
             _remove(path)
-            os.mkdir(path)
+            instances.mkdir(name)
         except OSError as exc:
             raise TraceUnavailableError(f"creating the trace instance {path}: {os.strerror(exc.errno or 0)}") from None
         try:
@@ -276,26 +279,27 @@ class TraceInstance:
 
     @classmethod
     def _setup(cls, path: str, events: tuple[str, ...], buffer_kb: int) -> TraceInstance:
-        _write(os.path.join(path, "tracing_on"), "0")
+        instance = _tracefs(path)
+        instance.write("tracing_on", b"0")
         clock, clock_id = "boot", time.CLOCK_BOOTTIME
         try:
-            _write(os.path.join(path, "trace_clock"), "boot")
+            instance.write("trace_clock", b"boot")
         except OSError:  # before 4.10
             clock, clock_id = "mono", time.CLOCK_MONOTONIC
-            _write(os.path.join(path, "trace_clock"), "mono")
+            instance.write("trace_clock", b"mono")
         with contextlib.suppress(OSError):
-            _write(os.path.join(path, "buffer_size_kb"), str(buffer_kb))
+            instance.write("buffer_size_kb", str(buffer_kb).encode())
         # Not in every kernel's instances: a missing option only costs the tgid column.
         with contextlib.suppress(OSError):
-            _write(os.path.join(path, "options", "record-tgid"), "1")
+            instance.write("options/record-tgid", b"1")
         for event in events:
             try:
-                _write(os.path.join(path, "events", "dma_buf", event, "enable"), "1")
+                instance.write(f"events/dma_buf/{event}/enable", b"1")
             except OSError as exc:
                 raise TraceUnavailableError(f"enabling {event}: {os.strerror(exc.errno or 0)}") from None
-        pipe_fd = os.open(os.path.join(path, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        pipe_fd = instance.open_read("trace_pipe", blocking=False)
         try:
-            _write(os.path.join(path, "tracing_on"), "1")
+            instance.write("tracing_on", b"1")
         except BaseException:
             os.close(pipe_fd)  # an open trace_pipe keeps the instance busy (rmdir: EBUSY)
             raise
@@ -341,11 +345,11 @@ class TraceInstance:
     def lost_events(self) -> int:
         """Events the kernel dropped in this instance so far, over every CPU (per_cpu stats)."""
         total = 0
-        per_cpu = os.path.join(self.path, "per_cpu")
+        per_cpu = _tracefs(os.path.join(self.path, "per_cpu"))
         with contextlib.suppress(OSError):
-            for cpu in os.listdir(per_cpu):
-                with contextlib.suppress(OSError), open(os.path.join(per_cpu, cpu, "stats")) as f:
-                    total += parse_stats(f.read())
+            for cpu in per_cpu.listdir():
+                with contextlib.suppress(OSError):
+                    total += parse_stats(per_cpu.read_text(f"{cpu}/stats", 1 << 16))
         return total
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from dmabuf_inspect.kernel.reader import GONE, Tree, gap_kind
 from dmabuf_inspect.model import VfioDeviceFd
@@ -69,8 +69,7 @@ def pci_address_of_syspath(syspath: str) -> str | None:
 # -- a PCI device and vfio-pci ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PciBinding:
+class PciBinding(NamedTuple):
     """What sysfs says of one PCI device, for opening it through VFIO."""
 
     address: str

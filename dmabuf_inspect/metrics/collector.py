@@ -6,10 +6,13 @@ Every metric is a gauge named `dmabuf_*`, in base units (`_bytes`, `_seconds`):
     dmabuf_buffers, dmabuf_bytes                      every dma-buf (bufinfo lists kernel-only ones too)
     dmabuf_userspace_bytes                            buffers some process holds by fd or mapping
     dmabuf_kernel_only_bytes                          buffers no process holds; ABSENT when unknown
+    dmabuf_device_buffers, dmabuf_device_bytes        of those, device memory (vfio: a PCI BAR), never RAM
     dmabuf_processes, dmabuf_cgroups                  processes / cgroups holding dma-bufs (all of them)
     dmabuf_exporter_buffers{exporter,class}, dmabuf_exporter_bytes{exporter,class}
     dmabuf_cgroup_{processes,buffers,bytes,pss_bytes,shared_bytes}{cgroup,unit}   top N cgroups by bytes
+    dmabuf_cgroup_device_{bytes,pss_bytes}{cgroup,unit}  their part that is device memory (vfio), never RAM
     dmabuf_process_{buffers,rss_bytes,pss_bytes}{pid,comm}                         top N processes by Rss
+    dmabuf_process_device_{rss,pss}_bytes{pid,comm}   their part that is device memory (vfio), never RAM
     dmabuf_heap_present{heap}, dmabuf_heaps, dmabuf_udmabuf_present, dmabuf_heap_mem_accounting
     dmabuf_scan_duration_seconds, dmabuf_scan_timestamp_seconds
     dmabuf_denied_processes, dmabuf_scan_errors{kind}, dmabuf_source_available{source}
@@ -21,7 +24,7 @@ tell (debugfs bufinfo unreadable, mappings not read, fds not tied to buffers); t
 bound. `dmabuf_heap_mem_accounting` is left out on kernels without the parameter (before 7.0).
 
 Cardinality is bounded by default: the processes and the cgroups are the top N (`top`, default
-20) by bytes, so at most 3N + 5N series of them; `per_process`/`per_cgroup` lift the bound.
+20) by bytes, so at most 5N + 7N series of them; `per_process`/`per_cgroup` lift the bound.
 `dmabuf_processes` and `dmabuf_cgroups` count them all, so what was left out is their difference
 from the series present. The other label sets are small and fixed by the machine: exporters
 (drivers), heaps, sources (7), error kinds (4). A cgroup label is the v2 path; processes whose
@@ -91,6 +94,17 @@ def families(obs: Observation, options: MetricOptions = DEFAULT_OPTIONS) -> list
         t.kernel_only_bytes,
     )
     f.gauge(
+        "device_buffers",
+        "dma-bufs that are device memory (a PCI BAR exported by vfio-pci), never RAM; part of dmabuf_buffers.",
+        t.device_buffers,
+    )
+    f.gauge(
+        "device_bytes",
+        "Size of the dma-bufs that are device memory (a PCI BAR exported by vfio-pci), never RAM; "
+        "part of dmabuf_bytes.",
+        t.device_bytes,
+    )
+    f.gauge(
         "processes",
         "Processes holding dma-bufs (all of them, also those not exported one by one).",
         len(snap.processes),
@@ -121,6 +135,10 @@ def _cgroups(f: _Families, obs: Observation, options: MetricOptions) -> None:
     size = f.labelled("cgroup_bytes", "Size of the dma-bufs the cgroup's processes hold, each buffer once.", names)
     pss = f.labelled("cgroup_pss_bytes", "Proportional share: each buffer's size over its holders, summed.", names)
     shared = f.labelled("cgroup_shared_bytes", "Part of cgroup_bytes that processes of other cgroups hold too.", names)
+    dev = f.labelled("cgroup_device_bytes", "Part of cgroup_bytes that is device memory (vfio), never RAM.", names)
+    dev_pss = f.labelled(
+        "cgroup_device_pss_bytes", "Part of cgroup_pss_bytes that is device memory (vfio), never RAM.", names
+    )
     for row in rows:
         labels = [UNKNOWN_CGROUP if row.path is None else _label(row.path), _label(row.unit)]
         processes.add_metric(labels, row.processes)
@@ -128,6 +146,8 @@ def _cgroups(f: _Families, obs: Observation, options: MetricOptions) -> None:
         size.add_metric(labels, row.bytes)
         pss.add_metric(labels, row.pss_bytes)
         shared.add_metric(labels, row.shared_bytes)
+        dev.add_metric(labels, row.device_bytes)
+        dev_pss.add_metric(labels, row.device_pss_bytes)
 
 
 def _processes(f: _Families, obs: Observation, options: MetricOptions) -> None:
@@ -138,11 +158,19 @@ def _processes(f: _Families, obs: Observation, options: MetricOptions) -> None:
     buffers = f.labelled("process_buffers", "dma-bufs the process holds by fd or mapping.", names)
     rss = f.labelled("process_rss_bytes", "Size of the dma-bufs the process holds by fd or mapping.", names)
     pss = f.labelled("process_pss_bytes", "Each held buffer's size over the number of its holders, summed.", names)
+    dev_rss = f.labelled(
+        "process_device_rss_bytes", "Part of process_rss_bytes that is device memory (vfio), never RAM.", names
+    )
+    dev_pss = f.labelled(
+        "process_device_pss_bytes", "Part of process_pss_bytes that is device memory (vfio), never RAM.", names
+    )
     for p in procs:
         labels = [str(p.pid), _label(p.comm)]
         buffers.add_metric(labels, p.buffers)
         rss.add_metric(labels, p.rss_bytes)
         pss.add_metric(labels, p.pss_bytes)
+        dev_rss.add_metric(labels, p.device_rss_bytes)
+        dev_pss.add_metric(labels, p.device_pss_bytes)
 
 
 def _devices(f: _Families, obs: Observation) -> None:
@@ -179,8 +207,7 @@ def _scan(f: _Families, obs: Observation) -> None:
         errors.add_metric([_label(kind)], n)
     available = f.labelled("source_available", "1 when the source could be read, 0 when not.", ["source"])
     sources = dict(snap.sources)
-    pids = obs.cgroups
-    sources["cgroup"] = "ok" if not pids or any(c.path is not None for c in pids.values()) else "unavailable"
+    sources.setdefault("cgroup", "ok" if any(p.cgroup is not None for p in snap.processes) else "unavailable")
     for name in SOURCES:
         if name in sources:
             available.add_metric([name], 1 if sources[name] == "ok" else 0)

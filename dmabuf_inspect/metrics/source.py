@@ -1,5 +1,9 @@
-"""One scan as the metrics see it: the snapshot, how long it took, each process's cgroup, and
-whether dma-buf heap pages are charged to memory cgroups.
+"""One scan as the metrics see it: the snapshot, with each process's cgroup and whether dma-buf
+heap pages are charged to memory cgroups, and how long it took.
+
+The cgroups are read by the scan itself (collect(cgroups=True)), next to the rest of each
+process, never again afterwards: a pid that exited and was reused in between would otherwise be
+filed under the new process's cgroup.
 
 No prometheus_client here: `observe()` is what `metrics` and `serve` time, and benchmarks call it.
 """
@@ -7,10 +11,9 @@ No prometheus_client here: `observe()` is what `metrics` and `serve` time, and b
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from dmabuf_inspect.kernel.cgroup import ProcCgroup, read_cgroups, read_mem_accounting
 from dmabuf_inspect.kernel.reader import Roots
 from dmabuf_inspect.model import Snapshot
 from dmabuf_inspect.scan.snapshot import collect
@@ -18,14 +21,17 @@ from dmabuf_inspect.scan.snapshot import collect
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    snapshot: Snapshot
-    scan_seconds: float  # the scan and the cgroup reads, wall-clock
-    cgroups: Mapping[int, ProcCgroup]  # pid -> its cgroup, for the processes and holders of the snapshot
-    mem_accounting: bool | None  # dma_heap.mem_accounting; None where the kernel has no such parameter
+    snapshot: Snapshot  # scanned with cgroups=True
+    scan_seconds: float  # the scan, cgroups included, wall-clock
+
+    @property
+    def mem_accounting(self) -> bool | None:
+        """dma_heap.mem_accounting; None where the kernel has no such parameter."""
+        return self.snapshot.mem_accounting
 
     def cgroup_paths(self) -> dict[int, str | None]:
         """pid -> cgroup v2 path (None: unknown), as scan.cgroups.cgroup_totals() takes it."""
-        return {pid: c.path for pid, c in self.cgroups.items()}
+        return {p.pid: p.cgroup for p in self.snapshot.processes}
 
 
 def held_pids(snap: Snapshot) -> list[int]:
@@ -37,10 +43,8 @@ def held_pids(snap: Snapshot) -> list[int]:
 
 
 def observe(roots: Roots, *, include_maps: bool = True, clock: Callable[[], float] = time.perf_counter) -> Observation:
-    """Scan once, then read the cgroup of each process found (never raises for vanished or
-    denied processes: see scan.snapshot)."""
+    """Scan once, with the cgroup of each process found (never raises for vanished or denied
+    processes: see scan.snapshot)."""
     start = clock()
-    snap = collect(roots, include_maps=include_maps)
-    cgroups = read_cgroups(roots.proc, held_pids(snap))
-    mem_accounting = read_mem_accounting(roots.sys)
-    return Observation(snap, clock() - start, cgroups, mem_accounting)
+    snap = collect(roots, include_maps=include_maps, cgroups=True)
+    return Observation(snap, clock() - start)

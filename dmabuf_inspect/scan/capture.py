@@ -6,9 +6,14 @@
     DIR/proc/PID/fdinfo/N
     DIR/proc/PID/maps                           only the dma-buf lines
     DIR/proc/PID/{comm,cmdline,status,stat}
+    DIR/proc/PID/cgroup                         where readable (the process's cgroup)
     DIR/sys/kernel/debug/dma_buf/bufinfo
+    DIR/sys/fs/bpf/dmabuf/prog_dmabufIter_iter_dmabuf   the dma-buf BPF iterator's output (6.16+): every
+                                                buffer, in Android's format (4 lines per buffer), read
+                                                back as sources.bpf "ok (captured)"
     DIR/sys/kernel/dmabuf/buffers/INO/{exporter_name,size}   where the kernel has them (< 6.10)
     DIR/sys/module/udmabuf/parameters/{size_limit_mb,list_limit}
+    DIR/sys/module/dma_heap/parameters/mem_accounting   where the kernel has it (7.0+)
     DIR/sys/class/dma_heap/NAME/dev
     DIR/dev/dma_heap/NAME, DIR/dev/udmabuf      empty files standing for the devices
 
@@ -29,9 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dmabuf_inspect.errors import UsageError, describe_oserror
+from dmabuf_inspect.kernel.bpf import BpfUnavailable
+from dmabuf_inspect.kernel.cgroup import MEM_ACCOUNTING
 from dmabuf_inspect.kernel.devices import HEAP_DIR, UDMABUF_DEVICE, UDMABUF_PARAMETER_NAMES, read_udmabuf_param
 from dmabuf_inspect.kernel.reader import DENIED, GONE, OUTSIDE, Roots, gap_kind
 from dmabuf_inspect.kernel.vfio import is_vfio_device_link
+from dmabuf_inspect.scan import bpfscan
 
 DMABUF_LINK_PREFIX = b"/dmabuf:"
 DMABUF_LINK_LEGACY = b"anon_inode:dmabuf"  # before 5.3
@@ -136,6 +144,8 @@ def _read_process(roots: Roots, pid: int) -> _Process | None:
     if not maps and not any(is_dmabuf_link(target) for _, target, _ in links):
         return None
     files = {name: proc.read(f"{pid}/{name}", 1 << 16) for name in PROC_FILES}
+    with contextlib.suppress(OSError):  # optional: the process's cgroup stays unknown without it
+        files["cgroup"] = proc.read(f"{pid}/cgroup", 1 << 16)
     return _Process(pid, tuple(links), maps, files)
 
 
@@ -212,6 +222,7 @@ def capture(directory: str, roots: Roots | None = None) -> CaptureReport:
         out.file(roots.debugfs.read(bufinfo), "sys", "kernel", "debug", "dma_buf", "bufinfo")
 
     _copy_optional(report, "bufinfo", copy_bufinfo, roots.debugfs.path(bufinfo))
+    _copy_bpf(roots, out, report)
 
     buffers_dir = "kernel/dmabuf/buffers"
 
@@ -248,9 +259,30 @@ def capture(directory: str, roots: Roots | None = None) -> CaptureReport:
                 out.file(f"{value}\n".encode(), "sys", "module", "udmabuf", "parameters", name)
 
     _copy_optional(report, "udmabuf", copy_udmabuf, roots.dev.path(UDMABUF_DEVICE), missing_ok=True)
+    with contextlib.suppress(OSError):  # 7.0+ only; absent: the kernel has no such parameter
+        out.file(roots.sys.read(MEM_ACCOUNTING, 64), "sys", *MEM_ACCOUNTING.split("/"))
 
     out.file(_note(roots, report).encode(), "capture.txt")
     return report
+
+
+def _copy_bpf(roots: Roots, out: _Writer, report: CaptureReport) -> None:
+    """The dma-buf iterator's output (ours, or a pin: scan/bpfscan.py), or a source capture's copy of it."""
+    where = ("sys", *bpfscan.CAPTURED_ITER.split("/"))
+    if not roots.live and roots.bpf:
+
+        def copy() -> None:
+            out.file(roots.sys.read(bpfscan.CAPTURED_ITER), *where)
+
+        _copy_optional(report, "bpf", copy, roots.sys.path(bpfscan.CAPTURED_ITER), missing_ok=True)
+        return
+    try:
+        text = bpfscan.capture_text(roots)
+    except BpfUnavailable as exc:
+        report.sources["bpf"] = f"unavailable: {exc.reason}"
+        return
+    out.file(text, *where)
+    report.sources["bpf"] = "ok"
 
 
 def _note(roots: Roots, report: CaptureReport) -> str:

@@ -5,6 +5,8 @@ each member's share of each buffer it holds (a buffer's size divided by the numb
 holding it, as `Process.pss_bytes`); `shared_bytes` is the part of `bytes` that processes of
 another group also hold, and those buffers are listed in `shared_inodes`. A buffer held by two
 groups is in both: summing `bytes` over groups counts it twice, summing `pss_bytes` does not.
+`device_bytes` and `device_pss_bytes` are the part of `bytes` and `pss_bytes` that is device memory
+(exporters.is_device_memory: a PCI BAR exported by vfio-pci), never RAM.
 
     snap = collect(roots)
     cgroups = read_cgroups(roots.proc, (p.pid for p in snap.processes))   # pid -> ProcCgroup
@@ -20,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
+from dmabuf_inspect.exporters import is_device_memory
 from dmabuf_inspect.kernel.cgroup import unit_of
 from dmabuf_inspect.model import Snapshot
 from dmabuf_inspect.textsafe import json_name
@@ -39,6 +42,8 @@ class GroupTotal(NamedTuple):
     shared_bytes: int
     pids: tuple[int, ...]
     shared_inodes: tuple[int, ...]
+    device_bytes: int = 0  # of `bytes`: device memory (class vfio), never RAM
+    device_pss_bytes: int = 0  # of `pss_bytes`: the same
 
 
 class CgroupTotal(NamedTuple):
@@ -54,6 +59,8 @@ class CgroupTotal(NamedTuple):
     shared_bytes: int
     pids: tuple[int, ...]
     shared_inodes: tuple[int, ...]
+    device_bytes: int = 0
+    device_pss_bytes: int = 0
 
 
 def group_totals(snap: Snapshot, group_of: Callable[[int], K | None]) -> list[GroupTotal]:
@@ -71,12 +78,17 @@ def group_totals(snap: Snapshot, group_of: Callable[[int], K | None]) -> list[Gr
 
     for p in snap.processes:
         of(p.pid)
-    acc: dict[K | None, list[int]] = {}  # group -> [buffers, bytes, pss, shared buffers, shared bytes]
+    # group -> [buffers, bytes, pss, shared buffers, shared bytes, device bytes, device pss]
+    acc: dict[K | None, list[int]] = {}
     shared: dict[K | None, list[int]] = {}
+    device_of: dict[str, bool] = {}
     for b in snap.buffers:
         holders = b.holders
         if not holders:
             continue
+        device = device_of.get(b.exporter)
+        if device is None:
+            device = device_of[b.exporter] = is_device_memory(b.exporter)
         share = b.size_bytes // len(holders)
         pss: dict[K | None, int] = {}
         for h in holders:
@@ -86,17 +98,20 @@ def group_totals(snap: Snapshot, group_of: Callable[[int], K | None]) -> list[Gr
         for g, part in pss.items():
             row = acc.get(g)
             if row is None:
-                row = acc[g] = [0, 0, 0, 0, 0]
+                row = acc[g] = [0, 0, 0, 0, 0, 0, 0]
             row[0] += 1
             row[1] += b.size_bytes
             row[2] += part
+            if device:
+                row[5] += b.size_bytes
+                row[6] += part
             if many:
                 row[3] += 1
                 row[4] += b.size_bytes
                 shared.setdefault(g, []).append(b.inode)
     out = []
     for g, pids in members.items():
-        n, size, pss_bytes, n_shared, shared_size = acc.get(g, [0, 0, 0, 0, 0])
+        n, size, pss_bytes, n_shared, shared_size, device_size, device_pss = acc.get(g, [0, 0, 0, 0, 0, 0, 0])
         out.append(
             GroupTotal(
                 g,
@@ -108,6 +123,8 @@ def group_totals(snap: Snapshot, group_of: Callable[[int], K | None]) -> list[Gr
                 shared_size,
                 tuple(sorted(pids)),
                 tuple(sorted(shared.get(g, ()))),
+                device_size,
+                device_pss,
             )
         )
     out.sort(key=lambda t: (-t.bytes, t.key is None, str(t.key)))
@@ -121,10 +138,11 @@ def cgroup_totals(snap: Snapshot, cgroup_of: Mapping[int, str | None]) -> list[C
     """Totals per cgroup v2 path; `cgroup_of` maps a pid to its path (read_cgroups(), or the
     snapshot's own record of it)."""
     rows = group_totals(snap, cgroup_of.get)
-    return [CgroupTotal(r.key, _unit_text(r.key), *r[1:]) for r in rows]
+    return [CgroupTotal(r.key, unit_text(r.key), *r[1:]) for r in rows]
 
 
-def _unit_text(path: str | None) -> str | None:
+def unit_text(path: str | None) -> str | None:
+    """The unit a cgroup path stands for, as one line (kernel.cgroup.Unit.text); None when it names none."""
     unit = unit_of(path)
     return None if unit is None else unit.text
 
@@ -143,8 +161,8 @@ def comm_totals(snap: Snapshot) -> list[GroupTotal]:
 
 def cgroup_entry(total: CgroupTotal) -> dict[str, Any]:
     """The JSON of one cgroup: path (valid UTF-8; `path_hex` with the exact bytes when it is not),
-    unit, processes, buffers, bytes, pss_bytes, shared_buffers, shared_bytes, and the inodes of
-    the shared buffers."""
+    unit, processes, buffers, bytes, pss_bytes, shared_buffers, shared_bytes, the inodes of the
+    shared buffers, and device_bytes and device_pss_bytes (of bytes and pss_bytes: device memory)."""
     path, path_hex = json_name(total.path)
     entry: dict[str, Any] = {
         "path": path,
@@ -156,6 +174,8 @@ def cgroup_entry(total: CgroupTotal) -> dict[str, Any]:
         "shared_buffers": total.shared_buffers,
         "shared_bytes": total.shared_bytes,
         "shared_inodes": list(total.shared_inodes),
+        "device_bytes": total.device_bytes,
+        "device_pss_bytes": total.device_pss_bytes,
     }
     if path_hex is not None:
         entry["path_hex"] = path_hex

@@ -13,6 +13,7 @@ from itertools import chain, islice, repeat
 from typing import Any, TextIO
 
 from dmabuf_inspect.model import Buffer, DeviceMemory, Fence, Process, Snapshot
+from dmabuf_inspect.scan.cgroups import cgroup_entry, cgroup_totals
 from dmabuf_inspect.scan.views import heap_entries, udmabuf_entry
 from dmabuf_inspect.textsafe import json_name
 
@@ -51,11 +52,13 @@ def buffer_to_dict(b: Buffer) -> dict[str, Any]:
     d["attachments"] = b.attachments
     d["fences"] = [_fence(f) for f in b.fences] if b.fences else []
     d["kernel_refs"] = b.kernel_refs
+    d["holders_known"] = b.holders_known
     return d
 
 
 def process_to_dict(p: Process) -> dict[str, Any]:
-    return {
+    cgroup, cgroup_hex = (p.cgroup, None) if p.cgroup is None or p.cgroup.isascii() else json_name(p.cgroup)
+    d: dict[str, Any] = {
         "pid": p.pid,
         "ppid": p.ppid,
         "start_ticks": p.start_ticks,
@@ -68,7 +71,12 @@ def process_to_dict(p: Process) -> dict[str, Any]:
         "pss_bytes": p.pss_bytes,
         "device_rss_bytes": p.device_rss_bytes,
         "device_pss_bytes": p.device_pss_bytes,
+        "unjoined_fds": list(p.unjoined_fds),
+        "cgroup": cgroup,
     }
+    if cgroup_hex is not None:
+        d["cgroup_hex"] = cgroup_hex  # the exact bytes, when the path is not UTF-8
+    return d
 
 
 def _error_to_dict(e: Any) -> dict[str, Any]:
@@ -88,6 +96,7 @@ def _head(snap: Snapshot, buffers: Sequence[Any]) -> dict[str, Any]:
         "sources": dict(snap.sources),
         "buffers": buffers,
         "processes": [process_to_dict(p) for p in snap.processes],
+        **_cgroups(snap),
         "totals": {
             "buffers": t.buffers,
             "bytes": t.bytes,
@@ -98,10 +107,19 @@ def _head(snap: Snapshot, buffers: Sequence[Any]) -> dict[str, Any]:
         },
         "heaps": heap_entries(snap.heaps),
         "udmabuf": None if snap.udmabuf is None else udmabuf_entry(snap.udmabuf),
+        "mem_accounting": snap.mem_accounting,
         "denied_pids": list(snap.denied_pids),
         "errors": [_error_to_dict(e) for e in snap.errors],
         "device_memory": [_device_memory_to_dict(d) for d in snap.device_memory],
     }
+
+
+def _cgroups(snap: Snapshot) -> dict[str, Any]:
+    """{"cgroups": per-cgroup totals} when the scan read the processes' cgroups, else nothing."""
+    if "cgroup" not in snap.sources:
+        return {}
+    paths = {p.pid: p.cgroup for p in snap.processes}
+    return {"cgroups": [cgroup_entry(t) for t in cgroup_totals(snap, paths)]}
 
 
 def _device_memory_to_dict(d: DeviceMemory) -> dict[str, Any]:
@@ -173,9 +191,13 @@ _BUFFER = (
     '],"attachments":',
     ',"fences":',
     ',"kernel_refs":',
+    ',"holders_known":',
     "},",
 )
 _HOLDER = ('{"pid":', ',"fds":[', '],"maps":', ',"mapped_bytes":', "}")
+
+
+_JSON_BOOL = {True: "true", False: "false"}
 
 
 def _json_number(value: int | None) -> str:
@@ -241,6 +263,7 @@ def buffers_json(buffers: Sequence[Buffer]) -> str:
         _by_value(col["attachments"], compact),
         _by_value(col["fences"], lambda fs: compact([_fence(f) for f in fs])),
         _numbers(col["kernel_refs"]),
+        map(_JSON_BOOL.__getitem__, col["holders_known"]),
     )
     return "".join(chain.from_iterable(_woven(_BUFFER, columns)))[:-1]  # the last buffer's "," dropped
 

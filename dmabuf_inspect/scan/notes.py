@@ -58,9 +58,12 @@ def gap_notes(snap: Snapshot) -> list[Note]:
         )
     bufinfo = snap.sources.get("bufinfo", "ok")
     if bufinfo != "ok":
-        notes.append(
-            Note("bufinfo", f"debugfs bufinfo {bufinfo}: kernel-only buffers, fences and attachments are not shown")
-        )
+        if snap.sources.get("bpf", "").startswith("ok"):  # BPF listed every buffer (issue 14)
+            notes.append(Note("bufinfo", f"debugfs bufinfo {bufinfo}: fences are not shown"))
+        else:
+            notes.append(
+                Note("bufinfo", f"debugfs bufinfo {bufinfo}: kernel-only buffers, fences and attachments are not shown")
+            )
     return notes
 
 

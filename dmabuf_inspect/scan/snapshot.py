@@ -13,7 +13,13 @@ in a capture of a kernel before 5.14 those whose fdinfo matches no listed buffer
 `holders_known` False. Without maps (`include_maps=False`), a buffer's mappings are unknown: its
 `kernel_refs` is None unless its fds account for its whole count, and so is `holders_known`.
 `Totals.kernel_only_bytes` is None whenever a buffer that no process was seen holding may still
-be held by one.
+be held by one (a process that could not be read may hold it).
+
+BPF (scan/bpfscan.py, live /proc only): the dma-buf iterator lists every buffer as bufinfo does,
+fences aside; debugfs bufinfo is then read only when it would add something (a buffer with fences,
+or with more attached devices than the iterator names), and otherwise only opened, to say whether
+it is there. The task iterators give every process's dma-buf fds and mappings without walking
+/proc (root); identity is then read for the processes found only. Where BPF can't, /proc is walked.
 """
 
 from __future__ import annotations
@@ -21,19 +27,18 @@ from __future__ import annotations
 import gc
 import os
 import time
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
 from operator import floordiv, is_, itemgetter, not_, sub
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from dmabuf_inspect.exporters import exporter_class, is_device_memory
 from dmabuf_inspect.kernel import bufinfo as bufinfo_mod
 from dmabuf_inspect.kernel import devices, fdwalk
 from dmabuf_inspect.kernel import sysfs as sysfs_mod
 from dmabuf_inspect.kernel import vfio as vfio_mod
+from dmabuf_inspect.kernel.cgroup import read_mem_accounting, read_proc_cgroup
 from dmabuf_inspect.kernel.fdinfo import FdinfoParseError, parse_fdinfo
 from dmabuf_inspect.kernel.maps import dmabuf_lines, parse_lines
 from dmabuf_inspect.kernel.procinfo import identify
@@ -57,6 +62,10 @@ from dmabuf_inspect.model import (
     Udmabuf,
     VfioDeviceFd,
 )
+from dmabuf_inspect.scan import bpfscan
+
+if TYPE_CHECKING:  # the BPF package is imported only where a scan uses BPF
+    from dmabuf_inspect.kernel.bpf import BpfBuffer, Holders
 
 _DMABUF_PREFIX = fdwalk.DMABUF_PREFIX
 _DMABUF_ANON = fdwalk.DMABUF_ANON
@@ -69,22 +78,28 @@ _NO_EXTENT = (0, None)
 
 def synthetic_inode(pid: int, fd: int) -> int:
     """A stand-in key for a captured pre-5.14 fd whose inode nobody recorded (negative, stable)."""
+    import zlib  # only for captures of kernels before 5.14
+
     return -(zlib.crc32(f"{pid}/{fd}".encode()) + 1)
 
 
-@dataclass(slots=True)
 class _ProcScan:
-    fds: dict[int, tuple[int, ...]] = field(default_factory=dict)  # inode -> fds, ascending
-    maps: dict[int, list[MapEntry]] = field(default_factory=dict)  # inode -> mappings
+    __slots__ = ("fds", "maps")
+
+    def __init__(self, fds: dict[int, tuple[int, ...]] | None = None) -> None:
+        self.fds: dict[int, tuple[int, ...]] = {} if fds is None else fds  # inode -> fds, ascending
+        self.maps: dict[int, list[MapEntry]] = {}  # inode -> mappings
 
 
-@dataclass(slots=True)
 class _Holdings:
     """Who holds each inode, filled one process at a time in ascending pid order."""
 
-    held: dict[int, tuple[Holder, ...]] = field(default_factory=dict)
-    refs: dict[int, int] = field(default_factory=dict)  # fds + mappings, all processes
-    map_extent: dict[int, tuple[int, str | None]] = field(default_factory=dict)  # the farthest mapped byte
+    __slots__ = ("held", "map_extent", "refs")
+
+    def __init__(self) -> None:
+        self.held: dict[int, tuple[Holder, ...]] = {}
+        self.refs: dict[int, int] = {}  # fds + mappings, all processes
+        self.map_extent: dict[int, tuple[int, str | None]] = {}  # the farthest mapped byte
 
     def add(self, pid: int, pscan: _ProcScan) -> None:
         fds = pscan.fds
@@ -116,25 +131,45 @@ class _Holdings:
             refs[inode] = len(f) + len(entries)
 
 
-@dataclass(slots=True)
 class _Scan:
-    roots: Roots
-    live: bool
-    fdinfo: dict[int, FdInfo] = field(default_factory=dict)
-    procs: dict[int, _ProcScan] = field(default_factory=dict)
-    errors: list[ScanError] = field(default_factory=list)
-    denied: set[int] = field(default_factory=set)
-    reported: set[tuple[str, object]] = field(default_factory=set)  # (kind, what) recorded once
-    dmabuf_dev: int | None = None
-    legacy_fds: dict[int, list[int]] = field(default_factory=dict)  # pid -> anon_inode:dmabuf fds
-    unjoined: dict[int, list[int]] = field(default_factory=dict)  # pid -> captured fds joined to nothing
-    unjoined_keys: set[tuple[int, str]] = field(default_factory=set)  # their (size, exporter)
-    listed: bool = False  # bufinfo or sysfs lists the buffers, so an fd must join one of them
-    by_identity: dict[tuple[int, str, str | None, int], int] = field(default_factory=dict)
-    by_size_exporter: dict[tuple[int, str], int] = field(default_factory=dict)
-    known_inodes: set[int] = field(default_factory=set)  # fdinfo read, or bufinfo entry trusted
-    map_lines: list[tuple[int, list[bytes]]] = field(default_factory=list)  # pid -> its `/dmabuf:` lines
-    maps_readable: bool = False
+    __slots__ = (
+        "by_identity",
+        "by_size_exporter",
+        "denied",
+        "dmabuf_dev",
+        "errors",
+        "fdinfo",
+        "known_inodes",
+        "legacy_fds",
+        "listed",
+        "live",
+        "map_lines",
+        "maps_readable",
+        "procs",
+        "reported",
+        "roots",
+        "unjoined",
+        "unjoined_keys",
+    )
+
+    def __init__(self, roots: Roots, live: bool) -> None:
+        self.roots = roots
+        self.live = live
+        self.fdinfo: dict[int, FdInfo] = {}
+        self.procs: dict[int, _ProcScan] = {}
+        self.errors: list[ScanError] = []
+        self.denied: set[int] = set()
+        self.reported: set[tuple[str, object]] = set()  # (kind, what) recorded once
+        self.dmabuf_dev: int | None = None
+        self.legacy_fds: dict[int, list[int]] = {}  # pid -> anon_inode:dmabuf fds
+        self.unjoined: dict[int, list[int]] = {}  # pid -> captured fds joined to nothing
+        self.unjoined_keys: set[tuple[int, str]] = set()  # their (size, exporter)
+        self.listed = False  # bufinfo or sysfs lists the buffers, so an fd must join one of them
+        self.by_identity: dict[tuple[int, str, str | None, int], int] = {}
+        self.by_size_exporter: dict[tuple[int, str], int] = {}
+        self.known_inodes: set[int] = set()  # fdinfo read, or bufinfo entry trusted
+        self.map_lines: list[tuple[int, list[bytes]]] = []  # pid -> its `/dmabuf:` lines
+        self.maps_readable = False
 
     def gap(self, pid: int | None, source: str, exc: OSError) -> None:
         """Record what a failed read means (reader.gap_kind): gone is silent; a denied process,
@@ -212,6 +247,21 @@ class _Scan:
                 self.fdinfo[inode] = info
                 self.known_inodes.add(inode)
         return fds
+
+    def take_holders(self, holders: Holders) -> None:
+        """The task iterators' fds and mappings, in place of the /proc walk: fdinfo is read only
+        for buffers no listing described, as the walk does."""
+        procs, known = self.procs, self.known_inodes
+        for pid, fds in holders.fds.items():
+            if fds.keys() - known:
+                fds = self._read_new_fdinfo(pid, fds)
+            if fds:
+                procs[pid] = _ProcScan(fds)
+        for pid, entries in holders.maps.items():
+            maps: dict[int, list[MapEntry]] = {}
+            for entry in entries:
+                maps.setdefault(entry.inode, []).append(entry)
+            procs.setdefault(pid, _ProcScan()).maps = maps
 
     def _captured_fd(self, pid: int, fd: int, fds: dict[int, list[int]]) -> None:
         try:
@@ -346,17 +396,44 @@ def _kernel_release(scan: _Scan) -> str:
         return "unknown"
 
 
+def _bufinfo_missing(scan: _Scan) -> str:
+    debugfs = scan.roots.debugfs
+    if debugfs.isdir("dma_buf"):
+        return f"unavailable: {debugfs.path(bufinfo_mod.BUFINFO)} does not exist"
+    return f"unavailable: debugfs is not mounted at {debugfs.root} (or the kernel has no CONFIG_DEBUG_FS)"
+
+
+def _bufinfo_there(scan: _Scan, sources: dict[str, str]) -> None:
+    """sources["bufinfo"] for a bufinfo that need not be read (the dma-buf iterator gave all it
+    would): opened, not read (a read walks every buffer under the kernel's list lock)."""
+    path = scan.roots.debugfs.path(bufinfo_mod.BUFINFO)
+    try:
+        scan.roots.debugfs.check_open(bufinfo_mod.BUFINFO)
+    except FileNotFoundError:
+        sources["bufinfo"] = _bufinfo_missing(scan)
+    except OSError as exc:
+        sources["bufinfo"] = scan.source_gap("bufinfo", exc, path)
+    else:
+        sources["bufinfo"] = "ok"
+
+
+def _with_bufinfo(table: BufInfoTable, info: BufInfoTable) -> BufInfoTable:
+    """The dma-buf iterator's listing (exact names and counts) with bufinfo's fences and
+    attached devices, by inode (a buffer made between the two reads has none)."""
+    row_of = dict(zip(info.inode, range(len(info.inode)), strict=True))
+    rows = list(map(row_of.get, table.inode))
+    fences = tuple(() if r is None else info.fences[r] for r in rows)
+    attachments = tuple(a if r is None else info.attachments[r] for r, a in zip(rows, table.attachments, strict=True))
+    return table._replace(fences=fences, attachments=attachments)
+
+
 def _read_bufinfo(scan: _Scan, sources: dict[str, str]) -> BufInfoTable | None:
     debugfs = scan.roots.debugfs
     path = debugfs.path(bufinfo_mod.BUFINFO)
     try:
         info = bufinfo_mod.read_bufinfo_table(debugfs)
     except FileNotFoundError:
-        sources["bufinfo"] = (
-            f"unavailable: {path} does not exist"
-            if debugfs.isdir("dma_buf")
-            else f"unavailable: debugfs is not mounted at {debugfs.root} (or the kernel has no CONFIG_DEBUG_FS)"
-        )
+        sources["bufinfo"] = _bufinfo_missing(scan)
         return None
     except OSError as exc:
         sources["bufinfo"] = scan.source_gap("bufinfo", exc, path)
@@ -407,10 +484,16 @@ class _Buffers:
         heap_names: frozenset[str],
         *,
         maps_read: bool,
+        table_source: str = "bufinfo",
+        pinned: Sequence[BpfBuffer] = (),
     ) -> None:
         self.scan, self.holdings, self.table, self.heap_names = scan, holdings, table, heap_names
         self.maps_read = maps_read
+        self.table_source = table_source  # bufinfo, or bpf: our dma-buf iterator's listing
         self.sysfs = {s.inode: s for s in sysfs_buffers}
+        self.pinned = {b.inode: b for b in pinned}  # a pinned iterator's listing: no counts
+        # a process that could not be read may hold any buffer no other was seen holding
+        self.unseen_holders = bool(scan.denied)
         self.classes: dict[str, str] = {}
 
     def exporter_class(self, exporter: str) -> str:
@@ -435,7 +518,9 @@ class _Buffers:
                 by_inode = {inode: i for i, inode in enumerate(table.inode) if inode in named}
             bulk = self._bulk(table, rows)
             in_bulk = listed - named
-        rest = (self.holdings.held.keys() | fdinfo.keys() | self.sysfs.keys() | by_inode.keys()) - in_bulk
+        rest = (
+            self.holdings.held.keys() | fdinfo.keys() | self.sysfs.keys() | by_inode.keys() | self.pinned.keys()
+        ) - in_bulk
         bulk.extend(self._one(inode, by_inode.get(inode)) for inode in rest)
         bulk.sort()  # by inode: the first field, unique
         return bulk
@@ -460,6 +545,8 @@ class _Buffers:
             maybe = [key in self.scan.unjoined_keys for key in zip(sizes, exporters, strict=True)]
             kernel_refs = [None if m else k for k, m in zip(kernel_refs, maybe, strict=True)]
             known = [k and not m for k, m in zip(known, maybe, strict=True)]
+        if self.unseen_holders:
+            known = [k and inode in held for k, inode in zip(known, inodes, strict=True)]
         return list(
             map(
                 tuple.__new__,
@@ -467,7 +554,7 @@ class _Buffers:
                 zip(
                     inodes,
                     sizes,
-                    repeat("bufinfo", n),
+                    repeat(self.table_source, n),
                     exporters,
                     map(classes.__getitem__, exporters),
                     _pick(table.name, rows),
@@ -489,8 +576,10 @@ class _Buffers:
         if fdi is not None:
             size, size_source, exporter, name, count = fdi.size_bytes, "fdinfo", fdi.exp_name, fdi.name, fdi.count
         elif row is not None and table is not None:
-            size, size_source = table.size_bytes[row], "bufinfo"
+            size, size_source = table.size_bytes[row], self.table_source
             exporter, name, count = table.exp_name[row], table.name[row], table.count[row]
+        elif (pb := self.pinned.get(inode)) is not None:
+            size, size_source, exporter, name, count = pb.size_bytes, "bpf", pb.exp_name, pb.name, None
         elif (sy := self.sysfs.get(inode)) is not None:
             size, size_source, exporter, name, count = sy.size_bytes, "sysfs", sy.exporter_name, None, None
         else:
@@ -503,6 +592,8 @@ class _Buffers:
         kernel_refs, known = self._kernel_refs(inode, count)
         if (size, exporter) in self.scan.unjoined_keys:
             kernel_refs, known = None, False
+        if self.unseen_holders and inode not in self.holdings.held:
+            known = False
         return Buffer(
             inode,
             size,
@@ -536,7 +627,7 @@ def _device_buffers(buffers: list[Buffer]) -> list[Buffer]:
     return [b for b in buffers if b.exporter in exporters] if exporters else []
 
 
-def _build_processes(scan: _Scan, buffers: list[Buffer], device: list[Buffer]) -> list[Process]:
+def _build_processes(scan: _Scan, buffers: list[Buffer], device: list[Buffer], *, cgroups: bool) -> list[Process]:
     held_buffers = list(compress(buffers, map(itemgetter(7), buffers)))  # a process holds them
     inodes = list(map(itemgetter(0), held_buffers))
     sizes = list(map(itemgetter(1), held_buffers))
@@ -570,22 +661,23 @@ def _build_processes(scan: _Scan, buffers: list[Buffer], device: list[Buffer]) -
                 unjoined_fds=scan.unjoined_fds(pid) if pid in unjoined else (),
                 device_rss_bytes=sum(map(size_of.__getitem__, on_device)),
                 device_pss_bytes=sum(map(share_of.__getitem__, on_device)),
+                cgroup=_cgroup(scan, pid) if cgroups else None,
             )
         )
     processes.sort(key=lambda p: (-p.rss_bytes, p.pid))
     return processes
 
 
-def _totals(buffers: list[Buffer], table: BufInfoTable | None, device: list[Buffer], *, all_seen: bool) -> Totals:
-    """`all_seen`: maps were read and every dma-buf fd was tied to its buffer, so each buffer's
-    holders are known (holders_known), and need not be looked at one by one."""
+def _totals(buffers: list[Buffer], device: list[Buffer], *, listed: bool, all_seen: bool) -> Totals:
+    """`listed`: every buffer the kernel has was listed (bufinfo with inodes, or BPF), held or not.
+    `all_seen`: maps were read, every process could be read and every dma-buf fd was tied to its
+    buffer, so each buffer's holders are known (holders_known), and need not be looked at one by one."""
     sizes = list(map(itemgetter(1), buffers))
     total = sum(sizes)
     holders = list(map(itemgetter(7), buffers))
     user = sum(compress(sizes, holders))
-    # Before 5.3 bufinfo has no ino column: its objects can't be matched to holders. Elsewhere,
-    # a buffer no process was seen holding may still be held by one (holders_known False).
-    listed = table is not None and None not in table.inode
+    # Before 5.3 bufinfo has no ino column: its objects can't be matched to holders (not `listed`).
+    # Elsewhere, a buffer no process was seen holding may still be held by one (holders_known False).
     seen = all_seen or all(compress(map(itemgetter(11), buffers), map(not_, holders)))
     kernel_only = total - user if listed and seen else None
     return Totals(
@@ -645,13 +737,31 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def collect(roots: Roots | None = None, *, include_maps: bool = True) -> Snapshot:
-    """Scan once. Never raises for vanished processes or denied files; see the module doc."""
+def _cgroup(scan: _Scan, pid: int) -> str | None:
+    """The cgroup v2 path of `pid`, or None (v1 only, no such file). A link out of a capture is
+    refused and recorded as such; any other failure only leaves it unknown."""
+    try:
+        return read_proc_cgroup(scan.roots.proc, pid).path
+    except OSError as exc:
+        if gap_kind(exc) == OUTSIDE:
+            scan.gap(pid, "cgroup", exc)
+        return None
+
+
+def _cgroup_source(processes: list[Process]) -> str:
+    if not processes or any(p.cgroup is not None for p in processes):
+        return "ok"
+    return "unavailable: no process's /proc/PID/cgroup has a cgroup v2 path (cgroup v1 only, or not captured)"
+
+
+def collect(roots: Roots | None = None, *, include_maps: bool = True, cgroups: bool = False) -> Snapshot:
+    """Scan once. Never raises for vanished processes or denied files; see the module doc.
+    `cgroups`: also read each holding process's cgroup (Process.cgroup; one read per process)."""
     with _no_gc():
-        return _collect(roots or Roots(), include_maps)
+        return _collect(roots or Roots(), include_maps, cgroups)
 
 
-def _collect(roots: Roots, include_maps: bool) -> Snapshot:
+def _collect(roots: Roots, include_maps: bool, cgroups: bool = False) -> Snapshot:
     live = roots.live
     sources: dict[str, str] = {}
     scan = _Scan(roots=roots, live=live)
@@ -661,22 +771,30 @@ def _collect(roots: Roots, include_maps: bool) -> Snapshot:
     except OSError as exc:
         pids = []
         sources["fdinfo"] = scan.source_gap("fdinfo", exc, roots.proc_root)
-    table = _read_bufinfo(scan, sources)
+    table, listing = _read_listings(scan, sources)
     sysfs_buffers = _read_sysfs(scan, sources)
     if not live:
         scan.index_for_join(table, sysfs_buffers)
-    if table is not None and None not in table.inode:
+    if listing.table is not None:
+        # our iterator's names are exact (bufinfo prints them raw): no fdinfo for any buffer it listed
+        scan.known_inodes.update(cast(tuple[int, ...], listing.table.inode))
+    elif table is not None and None not in table.inode:
         # bufinfo already gives size, exporter and count: skip fdinfo for those buffers. A name is
         # printed raw there (tabs, newlines), so named buffers still get their exact fdinfo.
         scan.known_inodes.update(compress(cast(tuple[int, ...], table.inode), map(is_, table.name, repeat(None))))
-    for pid in pids:
-        pscan = _ProcScan()
-        scan.scan_fds(pid, pscan)
-        if pscan.fds:
-            scan.procs[pid] = pscan
-        if include_maps:
-            scan.scan_maps(pid)
-    scan.map_entries()
+    holders, sources["bpf_holders"] = bpfscan.read_holders(roots, include_maps=include_maps)
+    if holders is not None:
+        scan.take_holders(holders)
+        scan.maps_readable = include_maps
+    else:
+        for pid in pids:
+            pscan = _ProcScan()
+            scan.scan_fds(pid, pscan)
+            if pscan.fds:
+                scan.procs[pid] = pscan
+            if include_maps:
+                scan.scan_maps(pid)
+        scan.map_entries()
     holdings = _Holdings()
     for pid in sorted(scan.procs):
         holdings.add(pid, scan.procs[pid])
@@ -690,19 +808,50 @@ def _collect(roots: Roots, include_maps: bool) -> Snapshot:
     heaps, udmabuf = _read_devices(roots, sources)
     heap_names = frozenset(h.name for h in heaps)
 
-    buffers = _Buffers(scan, holdings, table, sysfs_buffers, heap_names, maps_read=maps_read).build()
+    buffers = _Buffers(
+        scan,
+        holdings,
+        table,
+        sysfs_buffers,
+        heap_names,
+        maps_read=maps_read,
+        table_source="bpf" if listing.table is not None else "bufinfo",
+        pinned=listing.pinned,
+    ).build()
     device = _device_buffers(buffers)
-    processes = _build_processes(scan, buffers, device)
+    processes = _build_processes(scan, buffers, device, cgroups=cgroups)
+    if cgroups:
+        sources["cgroup"] = _cgroup_source(processes)
+    listed = (table is not None and None not in table.inode) or listing.listed
+    all_seen = maps_read and not scan.unjoined_keys and not scan.legacy_fds and not scan.denied
     return Snapshot(
         kernel=_kernel_release(scan),
         taken_at=time.time(),
         sources=sources,
         buffers=tuple(buffers),
         processes=tuple(processes),
-        totals=_totals(buffers, table, device, all_seen=maps_read and not scan.unjoined_keys and not scan.legacy_fds),
+        totals=_totals(buffers, device, listed=listed, all_seen=all_seen),
         errors=tuple(scan.errors),
         heaps=heaps,
         udmabuf=udmabuf,
         denied_pids=tuple(sorted(scan.denied)),
         device_memory=_device_memory(roots, device) if device else (),
+        mem_accounting=read_mem_accounting(roots.sys),
     )
+
+
+def _read_listings(scan: _Scan, sources: dict[str, str]) -> tuple[BufInfoTable | None, bpfscan.BpfBuffers]:
+    """The table the scan joins on, and what BPF listed. In order of preference: bufinfo (fences,
+    every attached device) over our dma-buf iterator's listing, merged where both are read; the
+    iterator alone where bufinfo would add nothing (then bufinfo is only opened) or is missing."""
+    listing = bpfscan.read_buffers(scan.roots)
+    sources["bpf"] = listing.state
+    scan.errors.extend(listing.errors)
+    ours = listing.table
+    if ours is not None and not listing.fenced and not listing.crowded:
+        _bufinfo_there(scan, sources)
+        return ours, listing
+    info = _read_bufinfo(scan, sources)
+    if ours is None:
+        return info, listing
+    return (ours if info is None else _with_bufinfo(ours, info)), listing

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from dmabuf_inspect.model import Buffer, Heap, Process, Snapshot, Udmabuf
+from dmabuf_inspect.model import OUTSIDE, Buffer, Heap, Process, Snapshot, Udmabuf
 from dmabuf_inspect.textsafe import escape, json_name
+from dmabuf_inspect.units import human_bytes
 
 
 class ExporterTotal(NamedTuple):
@@ -21,22 +22,65 @@ class ExporterTotal(NamedTuple):
     buffers: int
     bytes: int
     userspace_bytes: int
-    kernel_only_bytes: int | None  # None when the snapshot cannot tell (debugfs bufinfo unread)
+    # None when the snapshot cannot tell: debugfs bufinfo unread (kernel-only buffers unlisted), or a
+    # buffer of this exporter that no process was seen holding may be held by one unseen
+    # (Buffer.kernel_only None). userspace_bytes is then a lower bound where it is below bytes.
+    kernel_only_bytes: int | None
 
 
 def exporter_totals(snap: Snapshot) -> list[ExporterTotal]:
-    """One row per (exporter, class), largest first, then by exporter name."""
-    acc: dict[tuple[str, str], list[int]] = {}
+    """One row per (exporter, class), largest first, then by exporter name. A buffer counts as
+    kernel-only only when Buffer.kernel_only is True."""
+    acc: dict[tuple[str, str], list[int]] = {}  # [buffers, bytes, userspace, kernel-only, unknown]
     for b in snap.buffers:
-        row = acc.setdefault((b.exporter, b.exporter_class), [0, 0, 0, 0])
+        row = acc.get((b.exporter, b.exporter_class))
+        if row is None:
+            row = acc[(b.exporter, b.exporter_class)] = [0, 0, 0, 0, 0]
         row[0] += 1
         row[1] += b.size_bytes
-        row[2 if b.holders else 3] += b.size_bytes
-    known = snap.totals.kernel_only_bytes is not None
+        if b.holders:
+            row[2] += b.size_bytes
+        elif b.holders_known:
+            row[3] += b.size_bytes
+        else:
+            row[4] += 1
+    # every buffer was listed, held or not (debugfs bufinfo, or a BPF dma-buf iterator)
+    listed = snap.totals.kernel_only_bytes is not None or any(
+        snap.sources.get(s, "").startswith("ok") for s in ("bufinfo", "bpf")
+    )
     totals = [
-        ExporterTotal(e, c, n, size, user, kern if known else None) for (e, c), (n, size, user, kern) in acc.items()
+        ExporterTotal(e, c, n, size, user, kern if listed and not unknown else None)
+        for (e, c), (n, size, user, kern, unknown) in acc.items()
     ]
     return sorted(totals, key=lambda t: (-t.bytes, t.exporter, t.exporter_class))
+
+
+def unknown_holders_text(snap: Snapshot) -> str:
+    """What a buffer whose holders are unknown (Buffer.kernel_only None) shows instead of them:
+    '?' and why, in a word. Never '(kernel)': one may be held by a process that went unseen."""
+    if any(p.unjoined_fds for p in snap.processes):
+        return "? (fds not tied)"
+    if snap.sources.get("maps", "ok") != "ok":
+        return "? (maps not read)"
+    if snap.denied_pids:
+        return "? (processes unreadable)"
+    if any(e.kind == OUTSIDE for e in snap.errors):
+        return "? (links outside)"
+    return "?"
+
+
+def buffers_cell(p: Process) -> str:
+    """A process's buffer count: '3', or '0+2?' when 2 more of its dma-buf fds could not be tied
+    to a buffer (Process.unjoined_fds), as the TUI shows it."""
+    return f"{p.buffers}+{len(p.unjoined_fds)}?" if p.unjoined_fds else str(p.buffers)
+
+
+def lower_bound_bytes_text(n: int, p: Process) -> str:
+    """A process's Rss or Pss: exact, or with fds not tied to a buffer a lower bound ('≥4.0 MiB'),
+    or '?' when nothing at all could be tied."""
+    if not p.unjoined_fds:
+        return human_bytes(n)
+    return f"≥{human_bytes(n)}" if n else "?"
 
 
 Mix = tuple[tuple[str, int], ...]  # (exporter, buffers), most buffers first, ties by exporter name
@@ -93,8 +137,6 @@ def filter_snapshot(snap: Snapshot, pids: Iterable[int] | None, exporters: Itera
     names = tuple(exporters or ())
     if not pid_set and not names:
         return snap
-    from dataclasses import replace  # here: views itself stays free of the dataclasses import
-
     buffers: Iterable[Buffer] = snap.buffers
     if names:
         buffers = filter(exporter_matcher(names), buffers)
@@ -117,13 +159,13 @@ def filter_snapshot(snap: Snapshot, pids: Iterable[int] | None, exporters: Itera
                 acc[3] += b.size_bytes
                 acc[4] += share
     processes = tuple(
-        replace(p, buffers=acc[0], rss_bytes=acc[1], pss_bytes=acc[2], device_rss_bytes=acc[3], device_pss_bytes=acc[4])
+        p._replace(buffers=acc[0], rss_bytes=acc[1], pss_bytes=acc[2], device_rss_bytes=acc[3], device_pss_bytes=acc[4])
         for p in snap.processes
         if (acc := per_pid.get(p.pid)) is not None and (not pid_set or p.pid in pid_set)
     )
     kept_inodes = {b.inode for b in kept} if device else set()
     device_memory = tuple(d for d in snap.device_memory if d.inode in kept_inodes)
-    return replace(snap, buffers=kept, processes=processes, device_memory=device_memory)
+    return snap._replace(buffers=kept, processes=processes, device_memory=device_memory)
 
 
 def filter_miss_text(snap: Snapshot, pids: Iterable[int] | None, exporters: Iterable[str] | None) -> str | None:
@@ -172,11 +214,19 @@ class ProcessRow(NamedTuple):
     mix: Mix
 
 
-def process_rows(snap: Snapshot, sort: str = "rss") -> list[ProcessRow]:
+_RAM_SORTS: dict[str, Callable[[Process], tuple[Any, ...]]] = {
+    "rss": lambda p: (-p.ram_rss_bytes, p.pid),
+    "pss": lambda p: (-p.ram_pss_bytes, p.pid),
+}
+
+
+def process_rows(snap: Snapshot, sort: str = "rss", *, ram: bool = False) -> list[ProcessRow]:
     """The per-process table, sorted by one of PROCESS_SORTS (largest first for sizes and counts,
-    ties by pid). Linear in the holders, plus the sort."""
+    ties by pid); with `ram`, rss and pss sort by their RAM part (Process.ram_rss_bytes), as a
+    table that shows device memory apart does. Linear in the holders, plus the sort."""
     mix = exporter_mix(snap)
-    return [ProcessRow(p, mix.get(p.pid, ())) for p in sorted(snap.processes, key=PROCESS_SORTS[sort])]
+    key = (_RAM_SORTS.get(sort) if ram else None) or PROCESS_SORTS[sort]
+    return [ProcessRow(p, mix.get(p.pid, ())) for p in sorted(snap.processes, key=key)]
 
 
 BUFFER_SORTS: dict[str, Callable[[Buffer], tuple[Any, ...]]] = {

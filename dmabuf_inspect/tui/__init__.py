@@ -26,17 +26,31 @@ def source_label(roots: Roots) -> str:
     return f"capture {os.path.dirname(proc) if os.path.basename(proc) == 'proc' else proc}"
 
 
-def make_app(roots: Roots, interval_s: float) -> DmabufInspectApp:
-    """The app, scanning `roots` with `snapshot.collect` every `interval_s` seconds."""
+def make_app(roots: Roots, interval_s: float, *, handle_signals: bool = False) -> DmabufInspectApp:
+    """The app, scanning `roots` with `snapshot.collect` (processes' cgroups included, for the
+    cgroup panel) every `interval_s` seconds. On this
+    machine's own /proc it traces buffer creators (where the kernel and our rights allow)."""
+    from dmabuf_inspect.kernel.tracefs import TRACEFS
     from dmabuf_inspect.scan.snapshot import collect
     from dmabuf_inspect.tui.app import DmabufInspectApp
     from dmabuf_inspect.tui.state import Source
 
     source = Source(source_label(roots), live=roots.live)
-    return DmabufInspectApp(functools.partial(collect, roots), interval_s=interval_s, source=source)
+    return DmabufInspectApp(
+        functools.partial(collect, roots, cgroups=True),
+        interval_s=interval_s,
+        source=source,
+        trace_root=TRACEFS if roots.live else None,
+        handle_signals=handle_signals,
+    )
 
 
 def run_tui(roots: Roots, interval_s: float) -> int:
-    """Run the TUI on this terminal until the user quits; returns the exit code."""
-    result = make_app(roots, interval_s).run()
+    """Run the TUI on this terminal until the user quits; returns the exit code. The trace
+    instance is removed however the app ends (a key, SIGINT, SIGTERM, SIGHUP, an exception)."""
+    app = make_app(roots, interval_s, handle_signals=True)
+    try:
+        result = app.run()
+    finally:
+        app.close_history()
     return 0 if result is None else int(result)

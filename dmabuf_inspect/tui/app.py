@@ -7,14 +7,23 @@ scan never piles up threads and never freezes the screen.
 
 The app owns the `TuiState` and gives it to the screens it makes; it imports the screens, they
 never import it.
+
+The session's history (history/timeline.py) is fed by the same worker: after each scan it adds
+the snapshot and copies a `HistoryFrame` into the view. On the live machine with `trace_root`,
+the app traces the dma_buf events as `record` does, in a tracefs instance of its own that is
+removed when the app exits: by a key, by an exception, or by SIGINT, SIGTERM or SIGHUP when
+`handle_signals` is set (`dmabuf-inspect tui` sets it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import App
@@ -26,17 +35,20 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from dmabuf_inspect.bench.cache import BenchCache, CacheReader
 from dmabuf_inspect.errors import describe_oserror
+from dmabuf_inspect.history.timeline import Timeline
 from dmabuf_inspect.model import Snapshot
 from dmabuf_inspect.textsafe import escape
 from dmabuf_inspect.tui import proclook
 from dmabuf_inspect.tui.export import ViewState, export_document, write_export
+from dmabuf_inspect.tui.historyview import CAPTURE_TRACING, NOT_TRACED, HistoryFrame, add_and_frame
 from dmabuf_inspect.tui.proclook import ProcessLooker
-from dmabuf_inspect.tui.screens import BufferScreen, HelpScreen, MainScreen, ProcessScreen, ViewScreen
+from dmabuf_inspect.tui.screens import BufferScreen, CgroupScreen, HelpScreen, MainScreen, ProcessScreen, ViewScreen
 from dmabuf_inspect.tui.state import LIVE, Source, TuiState
 from dmabuf_inspect.tui.viewdata import ViewData, prepare
 from dmabuf_inspect.tui.widgets.rowtable import RowTable
 
 Collector = Callable[[], Snapshot]
+EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class DmabufInspectApp(App[int]):
@@ -84,9 +96,14 @@ class DmabufInspectApp(App[int]):
         bench_cache_dir: str | None = None,
         look_process: ProcessLooker | None = None,
         cursor_blink: bool = True,
+        history_points: int = 300,
+        trace_root: str | None = None,
+        handle_signals: bool = False,
     ) -> None:
         """LOOK_PROCESS asks about one process for its detail screen; by default psutil on the
-        live machine, and nothing for a capture."""
+        live machine, and nothing for a capture. HISTORY_POINTS: refreshes kept for the history
+        line. TRACE_ROOT: the tracefs to trace buffer creators in (live machine only; None: no
+        tracing). HANDLE_SIGNALS: SIGINT, SIGTERM and SIGHUP end the app cleanly."""
         super().__init__()
         self.collector = collector
         if look_process is None and source.live:
@@ -105,6 +122,12 @@ class DmabufInspectApp(App[int]):
         self.last_apply_s: float | None = None
         """Seconds the UI thread spent applying the last refresh."""
         self.scans = 0
+        self.timeline = Timeline(points=history_points)
+        """The session's history: the scan worker adds to it; the screens see its frames only."""
+        self._timeline_lock = threading.Lock()  # the worker's add and the exit's close
+        self._trace_root = trace_root
+        self._handle_signals = handle_signals
+        self._old_handlers: dict[int, Any] = {}
 
     # What the screens show lives in `state`; these read it, for callers and tests.
 
@@ -131,12 +154,69 @@ class DmabufInspectApp(App[int]):
     def get_default_screen(self) -> Screen[None]:
         return MainScreen(self.state)
 
+    @property
+    def tracing(self) -> str:
+        """'ok', or why buffer creators are not traced ('unavailable: why')."""
+        return self.timeline.tracing
+
     def on_mount(self) -> None:
         if not self.cursor_blink:
             for box in self.query(Input):
                 box.cursor_blink = False
+        if self._handle_signals:
+            self._catch_signals()
+        self._start_tracing()
         self.set_interval(self.state.interval_s, self._tick, name="refresh")
         self.start_scan()
+
+    def on_unmount(self) -> None:
+        self.close_history()
+        self._release_signals()
+
+    # -- history and tracing ----------------------------------------------------------------
+
+    def _start_tracing(self) -> None:
+        """Before the first scan, so that buffers made from then on have their creator."""
+        tl = self.timeline
+        if not self.state.source.live:
+            tl.tracing = CAPTURE_TRACING
+        elif self._trace_root is None:
+            tl.tracing = NOT_TRACED
+        else:
+            with self._timeline_lock:
+                try:
+                    tl.start_tracing(self._trace_root)
+                except OSError as exc:  # one the instance setup did not foresee: the TUI works without
+                    tl.tracing = f"unavailable: {describe_oserror('making the trace instance', exc)}"
+
+    def close_history(self) -> None:
+        """Remove the trace instance (waits for a scan worker's `add` in progress). Idempotent."""
+        with self._timeline_lock:
+            self.timeline.close()
+
+    def _catch_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in EXIT_SIGNALS:
+            old = signal.getsignal(signum)
+            try:
+                loop.add_signal_handler(signum, self._exit_on_signal, signum)
+            except (ValueError, RuntimeError):  # not the main thread: signals stay as they were
+                continue
+            self._old_handlers[signum] = old
+
+    def _exit_on_signal(self, signum: int) -> None:
+        self.close_history()  # first: the exit below may not get to run if the process is torn down
+        self.exit(128 + signum, return_code=128 + signum)
+
+    def _release_signals(self) -> None:
+        if not self._old_handlers:
+            return
+        loop = asyncio.get_running_loop()
+        for signum, old in self._old_handlers.items():
+            loop.remove_signal_handler(signum)
+            if old is not None:
+                signal.signal(signum, old)
+        self._old_handlers = {}
 
     # -- scanning ---------------------------------------------------------------------------
 
@@ -150,16 +230,21 @@ class DmabufInspectApp(App[int]):
         if state.scanning:
             return False
         state.scanning = True
-        self._collect(state.view.snapshot if state.view is not None else None, state.source.live)
+        view = state.view
+        self._collect(
+            view.snapshot if view is not None else None, view.history if view is not None else None, state.source.live
+        )
         self._update_chrome()
         return True
 
     @work(thread=True, exclusive=True, group="collect", exit_on_error=False)
-    def _collect(self, previous: Snapshot | None, live: bool) -> None:
+    def _collect(self, previous: Snapshot | None, past: HistoryFrame | None, live: bool) -> None:
         worker = get_current_worker()
         try:
             snapshot = self.collector()
-            view = prepare(snapshot, previous)
+            with self._timeline_lock:
+                history = add_and_frame(self.timeline, snapshot, past, live=live)
+            view = prepare(snapshot, previous, history)
             # bench results measure this machine: they say nothing about a capture's
             bench = self._bench_reader.read(snapshot.kernel) if live else (None, None)
         except OSError as exc:
@@ -222,7 +307,7 @@ class DmabufInspectApp(App[int]):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(self.key_help()))
+        self.push_screen(HelpScreen(self.key_help(), tracing=self.tracing))
 
     def key_help(self) -> list[tuple[str, str]]:
         """(key, what it does) for the help screen, from the bindings themselves."""
@@ -233,6 +318,7 @@ class DmabufInspectApp(App[int]):
             ("tables: ", list(RowTable.BINDINGS)),
             ("buffer: ", list(BufferScreen.BINDINGS)),
             ("process: ", list(ProcessScreen.BINDINGS)),
+            ("cgroups: ", list(CgroupScreen.BINDINGS)),
         ]
         for prefix, bindings in groups:
             for b in bindings:

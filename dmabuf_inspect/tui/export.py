@@ -5,7 +5,11 @@ the rows each table shows), so the UI never waits for it. Schema `dmabuf-inspect
 `view` holds what was on screen (sort, filter, rows in screen order, changes since the last
 refresh; on the buffer screen, `buffer.mmap_cost`, the cost set for that buffer, or else
 `buffer.mmap_cost_bench`, the cached `dmabuf-inspect bench` medians of its exporter that the
-screen shows; on the process screen, `process` and its `buffers`); `snapshot` is the
+screen shows, and its history: `buffer.first_seen` (Unix time, null when unknown),
+`buffer.creator` ({pid, start_ticks, comm, time} from the trace, or null) and `buffer.tracing`
+("ok" or "unavailable: why"); on the process screen, `process` and its `buffers`; on the cgroup
+panel, `cgroups`: its rows as the JSON's `cgroups` entries, and `source`, the scan's "cgroup"
+source); `snapshot` is the
 `dmabuf-inspect/1` document of `jsonout`. Columns are named by their keys (`sort: "rss_bytes"`).
 """
 
@@ -19,7 +23,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dmabuf_inspect.bench.cache import BenchCache, ExporterCost
+from dmabuf_inspect.exporters import is_device_memory
 from dmabuf_inspect.model import Buffer, Holder
+from dmabuf_inspect.scan.cgroups import cgroup_entry
 from dmabuf_inspect.scan.diff import KERNEL_PID, PSEUDO_PIDS, UNSEEN_PID, Change
 from dmabuf_inspect.scan.jsonout import buffer_to_dict, process_to_dict, snapshot_to_dict
 from dmabuf_inspect.textsafe import json_name
@@ -49,12 +55,13 @@ class TableState:
 
 @dataclass(frozen=True, slots=True)
 class ViewState:
-    screen: str  # "processes", "buffer" or "process"
+    screen: str  # "processes", "buffer", "process" or "cgroups"
     processes: TableState | None = None
     buffers: TableState | None = None
     selected_pid: int | None = None
     inode: int | None = None  # the buffer screen's buffer
     holders: TableState | None = None
+    cgroups: TableState | None = None  # the cgroup panel
 
 
 def _holder_of(view: ViewData, pid: int, inode: int) -> Holder | None:
@@ -69,6 +76,14 @@ def _holder_of(view: ViewData, pid: int, inode: int) -> Holder | None:
     return None
 
 
+def _pseudo_rss(table: TableState, row: Row) -> int:
+    """All the bytes of a pseudo-process's row: with device memory apart (PROCESSES_DEVICE), its
+    Rss column is RAM only."""
+    t = table.table
+    dev = int(t.value(row, "device_rss_bytes")) if "device_rss_bytes" in t.keys else 0
+    return int(t.value(row, "rss_bytes")) + dev
+
+
 def _process_rows(view: ViewData, table: TableState) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for row in table.rows:
@@ -78,7 +93,7 @@ def _process_rows(view: ViewData, table: TableState) -> list[dict[str, Any]]:
                 "pid": None,
                 "comm": view.command_of(row.key),
                 "buffers": PROCESSES.value(row, "buffers"),
-                "rss_bytes": PROCESSES.value(row, "rss_bytes"),
+                "rss_bytes": _pseudo_rss(table, row),
             }
         else:
             p = view.process_by_pid.get(row.key)
@@ -121,7 +136,10 @@ def mmap_cost_of(
     b: Buffer, costs: Mapping[int, str], bench: BenchCache | None
 ) -> tuple[str | None, ExporterCost | None]:
     """What touching B from the CPU costs, as the detail screen shows it: the cost set for this
-    buffer (COSTS), else the cached bench medians of its exporter."""
+    buffer (COSTS), else the cached bench medians of its exporter; neither for device memory,
+    which `bench` refuses."""
+    if is_device_memory(b.exporter):
+        return None, None
     cost = costs.get(b.inode)
     return cost, bench.cost(b.exporter, b.size_bytes) if cost is None and bench is not None else None
 
@@ -136,6 +154,16 @@ def _buffer_detail(
     doc["change"] = view.diff.buffer(inode).value
     doc["mmap_cost"], measured = mmap_cost_of(b, costs, bench)
     doc["mmap_cost_bench"] = None if measured is None else asdict(measured)
+    history = view.history
+    if history is not None:
+        c = history.creator_of(inode)
+        doc["first_seen"] = history.seen_at(inode)
+        doc["creator"] = (
+            None
+            if c is None
+            else {"pid": c.pid, "start_ticks": c.start_ticks, "comm": json_name(c.comm)[0], "time": c.time}
+        )
+        doc["tracing"] = history.tracing
     return doc
 
 
@@ -157,6 +185,12 @@ def export_document(
     if state.screen == "process" and state.selected_pid is not None:
         p = view.process_by_pid.get(state.selected_pid)
         doc["process"] = None if p is None else {**process_to_dict(p), "change": view.diff.process(p.pid).value}
+    if state.cgroups is not None:
+        doc["cgroups"] = {
+            "source": view.snapshot.sources.get("cgroup"),
+            **state.cgroups.header(),
+            "rows": [cgroup_entry(view.cgroup_totals[r.key]) for r in state.cgroups.rows],
+        }
     if state.inode is not None:
         doc["buffer"] = _buffer_detail(view, state.inode, costs or {}, bench)
         if state.holders is not None:

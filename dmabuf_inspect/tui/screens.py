@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.markup import escape as escape_markup
 from rich.text import Text
 from textual import events, on, work
 from textual.app import ComposeResult
@@ -29,13 +30,29 @@ from dmabuf_inspect.tui.text import (
     attachments_lines,
     banner_lines,
     buffer_facts,
+    buffer_history_facts,
     bufinfo_read,
+    cgroup_facts_lines,
+    cgroups_empty_text,
+    device_memory_note,
     fences_lines,
     header_lines,
     heap_lines,
+    history_line,
     process_facts,
+    process_history_text,
+    tracing_help,
 )
-from dmabuf_inspect.tui.viewdata import BUFFERS, EMPTY, EXPORTERS, HOLDERS, PROCESSES, ViewData, holder_rows
+from dmabuf_inspect.tui.viewdata import (
+    BUFFERS,
+    CGROUPS,
+    EMPTY,
+    EXPORTERS,
+    HOLDERS,
+    PROCESSES,
+    ViewData,
+    holder_rows,
+)
 from dmabuf_inspect.tui.widgets.rowtable import RowTable
 
 
@@ -124,6 +141,13 @@ class MainScreen(ViewScreen):
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("i", "process", "Process", tooltip="Details of the highlighted process: its memory, its parents"),
         Binding("x", "toggle_side", "Side", tooltip="Show or hide the exporter and heap panel"),
+        Binding(
+            "g",
+            "cgroups",
+            "Cgroups",
+            show=False,
+            tooltip="Per-cgroup totals: processes, buffers, bytes, Pss, bytes shared with other cgroups",
+        ),
     ]
 
     SIDE_MIN_WIDTH = 150  # narrower screens start with the exporter panel hidden (x shows it)
@@ -136,6 +160,7 @@ class MainScreen(ViewScreen):
 
     def compose(self) -> ComposeResult:
         yield from self.compose_chrome()
+        yield Static(id="history")
         with Horizontal(id="body"):
             with Vertical(id="main"):
                 yield Label("Processes", id="processes-title", classes="title")
@@ -147,6 +172,7 @@ class MainScreen(ViewScreen):
                 yield RowTable(
                     EXPORTERS, id="exporters", empty_text="no buffers", cursor_blurred=False, selectable=False
                 )
+                yield Static(id="device-note")
                 yield Label("Heaps", classes="title")
                 yield Static(id="heaps")
         with Horizontal(id="filter-bar"):
@@ -173,11 +199,30 @@ class MainScreen(ViewScreen):
     def show_view(self, view: ViewData) -> None:
         processes = self.processes
         processes.empty_text = "no process holds a dma-buf"
+        processes.set_table(view.processes_table)  # with device memory: Rss and Pss of RAM, Dev apart
         processes.set_data(view.processes)
         self._show_buffers(view, processes.cursor_key, reset=False)
         self.query_one("#exporters", RowTable).set_data(view.exporters)
+        note = device_memory_note(view.snapshot)
+        device_note = self.query_one("#device-note", Static)
+        device_note.display = note is not None
+        device_note.update(Text(note or ""))
         self.query_one("#heaps", Static).update(Text("\n".join(heap_lines(view.snapshot)), no_wrap=True))
         self._titles()
+        self._history()
+
+    def _history(self) -> None:
+        """The history line: the session's total and the highlighted process, one block a refresh."""
+        view = self.state.view
+        line = self.query_one("#history", Static)
+        if view is None or view.history is None:
+            line.display = False
+            return
+        line.display = True
+        pid = self._pid
+        who = "" if pid is None else view.command_of(pid) if pid in PSEUDO_PIDS else f"{pid} {view.command_of(pid)}"
+        text = history_line(view.history, pid, who, self.size.width - 2)
+        line.update(Text(text, no_wrap=True, overflow="ellipsis"))
 
     def _show_buffers(self, view: ViewData, pid: int | None, *, reset: bool) -> None:
         self._pid = pid
@@ -221,6 +266,7 @@ class MainScreen(ViewScreen):
         if view is not None and event.key != self._pid:
             self._show_buffers(view, event.key, reset=True)
             self._titles()
+            self._history()
 
     @on(RowTable.Arranged)
     def _arranged(self) -> None:
@@ -278,6 +324,10 @@ class MainScreen(ViewScreen):
     def on_resize(self, event: events.Resize) -> None:
         if not self._side_toggled:
             self.query_one("#side").set_class(event.size.width < self.SIDE_MIN_WIDTH, "hidden")
+        self._history()
+
+    def action_cgroups(self) -> None:
+        self.app.push_screen(CgroupScreen(self.state))
 
     def action_toggle_side(self) -> None:
         self._side_toggled = True
@@ -332,8 +382,17 @@ class BufferScreen(ViewScreen):
         state = self.state
         live = state.source.live
         cost, bench = mmap_cost_of(b, state.mmap_costs, state.bench)
+        history = () if view.history is None else buffer_history_facts(view.history, b.inode, view.snapshot.taken_at)
         pairs = buffer_facts(
-            b, change, cost, bufinfo_ok=bufinfo_ok, bench=bench, bench_problem=state.bench_problem, live=live
+            b,
+            change,
+            cost,
+            bufinfo_ok=bufinfo_ok,
+            bench=bench,
+            bench_problem=state.bench_problem,
+            live=live,
+            history=history,
+            device=next((d for d in view.snapshot.device_memory if d.inode == b.inode), None),
         )
         facts.update(facts_text(pairs))
         name = f"Buffer {self.inode}" if self.inode >= 0 else "Buffer (inode unknown)"
@@ -424,7 +483,8 @@ class ProcessScreen(ViewScreen):
 
     def _show_facts(self, view: ViewData, p: Process, change: Change) -> None:
         mix = view.exporter_mix.get(p.pid, ())
-        pairs = process_facts(p, mix, self.look, live=self.state.source.live, change=change)
+        history = None if view.history is None else process_history_text(view.history, p.pid)
+        pairs = process_facts(p, mix, self.look, live=self.state.source.live, change=change, history=history)
         self.query_one("#facts", Static).update(facts_text(pairs))
 
     @work(thread=True, exclusive=True, group="look", exit_on_error=False)
@@ -463,6 +523,68 @@ class ProcessScreen(ViewScreen):
         return ViewState(screen="process", buffers=buffers, selected_pid=self.pid)
 
 
+CGROUP_NOTE = (
+    "Bytes: each buffer once per cgroup. Shared: the part that processes of another cgroup hold "
+    "too (in the Bytes of each). Pss (each buffer's size over its holders) adds up over cgroups."
+)
+
+
+class CgroupScreen(ViewScreen):
+    """Per-cgroup totals (scan.cgroups): processes, buffers, bytes, Pss, shared bytes."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("backspace", "back", "Back", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_chrome()
+        yield Label("Cgroups", id="cgroups-title", classes="title")
+        yield RowTable(CGROUPS, id="cgroups", empty_text="scanning…", selectable=False)
+        with VerticalScroll(id="cgroup-detail"):
+            yield Static(id="cgroup-facts")
+        yield footer()
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.cgroups.focus()
+
+    @property
+    def cgroups(self) -> RowTable:
+        return self.query_one("#cgroups", RowTable)
+
+    def show_view(self, view: ViewData) -> None:
+        table = self.cgroups
+        table.empty_text = cgroups_empty_text(view.snapshot)
+        table.set_data(view.cgroups)
+        self._title()
+        self._facts()
+
+    @on(RowTable.Arranged, "#cgroups")
+    def _title(self) -> None:
+        table = self.cgroups
+        self.query_one("#cgroups-title", Label).update(
+            Text(f"Cgroups ({len(table.all_rows)}) · {_sort_text(table)}", no_wrap=True, overflow="ellipsis")
+        )
+
+    @on(RowTable.Highlighted, "#cgroups")
+    def _facts(self) -> None:
+        view = self.state.view
+        key = self.cgroups.cursor_key
+        total = view.cgroup_totals[key] if view is not None and key is not None else None
+        lines = [] if total is None else cgroup_facts_lines(total, view.command_of if view is not None else str)
+        source = view.snapshot.sources.get("cgroup", "ok") if view is not None else "ok"
+        if source != "ok" and view is not None:  # every process in one row, "(unknown)": say why once
+            lines.insert(0, cgroups_empty_text(view.snapshot))
+        self.query_one("#cgroup-facts", Static).update(Text("\n".join([*lines, "", CGROUP_NOTE]).strip("\n")))
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def view_state(self) -> ViewState:
+        return ViewState(screen="cgroups", cgroups=table_state(self.cgroups))
+
+
 HELP = """\
 [b]dmabuf-inspect[/b]: every dma-buf on this machine, who holds it, live.
 
@@ -475,6 +597,8 @@ HELP = """\
   Rss  every buffer the process holds by fd or by mapping
   Pss  each buffer divided by the number of processes holding it
   Shared  how many other processes hold the buffer
+  Dev  device memory (vfio: a PCI BAR), not RAM; Rss and Pss are then RAM only
+  Age  since this session first saw the buffer (≥: there at its first refresh)
   Kernel-held  references no fd or mapping explains (count - fds - mappings)
   0+2?  two more dma-buf fds that could not be tied to a buffer (before Linux 5.3);
         the sizes beside them are then lower bounds (≥)
@@ -483,6 +607,20 @@ HELP = """\
   Memory   the process's own RSS and USS, asked when the detail opens or refreshes
            (live machine only; USS of another user's process needs root)
   Parents  pid and command up to pid 1
+  History  its dma-buf bytes at each refresh of this session
+"""
+
+CGROUP_HELP = """\
+[b]Cgroups[/b] (g): per cgroup v2 path and the unit it names (service, session, container)
+  Bytes   each buffer once, however many of the cgroup's processes hold it
+  Shared  the part that processes of another cgroup hold too (in the Bytes of each)
+  Pss     the processes' Pss, summed: it adds up over cgroups
+"""
+
+HISTORY_HELP = """\
+[b]History[/b] (this session's last refreshes only)
+  The line under the header: the total, and the highlighted process, one block per refresh
+  Creator  who exported a buffer (buffer detail), from the dma_buf tracepoints (Linux 7.0+, root)
 """
 
 
@@ -493,15 +631,20 @@ class HelpScreen(ModalScreen[None]):
         Binding("question_mark", "close", "Close", show=False),
     ]
 
-    def __init__(self, keys: list[tuple[str, str]]) -> None:
+    def __init__(self, keys: list[tuple[str, str]], *, tracing: str | None = None) -> None:
+        """TRACING: "ok", or why buffer creators are not traced; said once, here and in the detail."""
         super().__init__()
         self.keys = keys
+        self.tracing = tracing
 
     def compose(self) -> ComposeResult:
         width = max((len(k) for k, _ in self.keys), default=0)
         lines = [f"  [b]{k:<{width}}[/b]  {d}" for k, d in self.keys]
+        history = CGROUP_HELP + "\n" + HISTORY_HELP
+        if self.tracing is not None:
+            history += f"  Creators now  {escape_markup(tracing_help(self.tracing))}\n"
         with VerticalScroll(id="help"):
-            yield Static(HELP + "\n[b]Keys[/b]\n" + "\n".join(lines), id="help-text")
+            yield Static(HELP + "\n[b]Keys[/b]\n" + "\n".join(lines) + "\n\n" + history, id="help-text")
         yield footer()
 
     def action_close(self) -> None:

@@ -167,7 +167,7 @@ def wait_samples(path: str, n: int, timeout_s: float = 60.0) -> None:
 
 
 def by_comm(doc: dict[str, Any], comm: str) -> dict[str, Any]:
-    found = [p for p in doc["processes"] if p["comm"] == comm]
+    found: list[dict[str, Any]] = [p for p in doc["processes"] if p["comm"] == comm]
     assert len(found) == 1, f"{comm}: {found}"
     return found[0]
 

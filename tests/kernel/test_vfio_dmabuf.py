@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import vfiolab
@@ -174,6 +175,85 @@ def test_buffers_table_and_classify(edu: vfiolab.Edu) -> None:
         )
 
 
+def _cells(out: str) -> list[list[str]]:
+    """The first table of a CLI output, cell by cell."""
+    return [re.split(r" {2,}", line.strip()) for line in out.split("\n\n", 1)[0].splitlines()]
+
+
+def test_tables_diff_and_metrics_count_device_memory_apart(edu: vfiolab.Edu, tmp_path: Path) -> None:
+    """`list` (RSS and PSS are RAM, DEV the device memory), `buffers` (DEVICE: edu; the exporter row
+    says it is not RAM), `diff` and `metrics` on one two-range buffer (12 KiB of BAR 0)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from dmabuf_inspect.units import human_bytes
+
+    def cli(*args: str) -> str:
+        return subprocess.run([*CLI, *args], capture_output=True, text=True, check=True).stdout
+
+    before = tmp_path / "before.json"
+    before.write_text(cli("dump"))
+    with alloc_vfio(edu.address, "0:4K", "8K:8K") as holder:
+        [exported] = holder.buffers
+        size = exported.size_bytes
+        assert size == 12288
+        after = tmp_path / "after.json"
+        after.write_text(cli("dump"))
+        doc = json.loads(after.read_text())
+        [path] = [p["cgroup"] for p in doc["processes"] if p["pid"] == holder.pid]
+        [group] = [c for c in doc["cgroups"] if c["path"] == path]
+        assert (group["device_bytes"], group["device_pss_bytes"]) == (size, size)  # the only VFIO dma-buf
+
+        listed = cli("list", "--pid", str(holder.pid))
+        head, *rows = _cells(listed)
+        [row] = rows
+        cell = dict(zip(head, row, strict=False))
+        assert (cell["PID"], cell["BUFS"], cell["RSS"], cell["PSS"], cell["DEV"]) == (
+            str(holder.pid),
+            "1",
+            human_bytes(0),
+            human_bytes(0),
+            human_bytes(size),
+        )
+        assert listed.splitlines()[-1].endswith(f"; device memory (not RAM) {human_bytes(size)} in 1 buffer")
+
+        out = cli("buffers")
+        head, *rows = _cells(out)
+        row = next(r for r in rows if r[0] == str(exported.inode))
+        cell = dict(zip(head, row, strict=True))
+        assert (cell["DEVICE"], cell["EXPORTER"], cell["CLASS"], cell["HOLDERS"]) == (
+            edu.address,
+            "vfio_pci_core",
+            "vfio",
+            f"{holder.pid}:{exported.fd}",
+        )
+        exporters = _cells(out.split("\n\n", 1)[1])
+        vfio_row = next(r for r in exporters[1:] if r[0] == "vfio_pci_core")
+        assert vfio_row[-1] == "device memory, not RAM"
+        assert all(r[-1] != "device memory, not RAM" for r in exporters[1:] if r[0] != "vfio_pci_core")
+
+        text = cli("metrics", "--per-process")
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        assert samples[("dmabuf_device_bytes", ())] == size
+        assert samples[("dmabuf_device_buffers", ())] == 1
+        [(labels, dev_rss)] = [
+            (k[1], v)
+            for k, v in samples.items()
+            if k[0] == "dmabuf_process_device_rss_bytes" and ("pid", str(holder.pid)) in k[1]
+        ]
+        assert dev_rss == samples[("dmabuf_process_rss_bytes", labels)] == size
+
+    doc = json.loads(cli("diff", str(before), str(after), "--json"))
+    assert doc["delta_device_bytes"] == size
+    assert doc["after"]["device_bytes"] - doc["before"]["device_bytes"] == size
+    assert doc["before"]["device_bytes"] == 0  # every other test's buffers are gone
+    lines = cli("diff", str(before), str(after)).splitlines()
+    assert f"device memory (not RAM) 0 B -> {human_bytes(size)} (+{human_bytes(size)})" in lines
+
+
 def test_classify_fd_mmap_and_bench_in_this_process(edu: vfiolab.Edu) -> None:
     with vfio.open_device(edu.address) as dev, dev.export_dma_buf(0, [(0, 4096), (16384, 8192)]) as buf:
         assert (buf.size_bytes, os.fstat(buf.fd).st_size) == (12288, 12288)
@@ -243,5 +323,6 @@ else:  # before 6.19 there is nothing to export: the group is what the kernel ca
     del test_one_range
     del test_two_ranges_two_buffers
     del test_buffers_table_and_classify
+    del test_tables_diff_and_metrics_count_device_memory_apart
     del test_classify_fd_mmap_and_bench_in_this_process
     del test_export_errors_name_the_cause

@@ -9,8 +9,11 @@ from dmabuf_inspect.model import Buffer, Holder, Process, Snapshot, Totals
 SOURCES = {"fdinfo": "ok", "bufinfo": "ok", "maps": "ok"}
 
 
+Held = Mapping[tuple[int, int, str], Iterable[int]] | Mapping[tuple[int, int | None, str], Iterable[int]]
+
+
 def snapshot(
-    held: Mapping[tuple[int, int | None, str], Iterable[int]],
+    held: Held,
     sizes: Mapping[int, int],
     *,
     taken_at: float = 1000.0,

@@ -29,7 +29,13 @@ def test_benchmark_runs_small() -> None:
     assert one.processes == 1 and one.selected_rows >= one.buffers  # the leaker holds every buffer
     for r in (spread, one):
         assert r.buffers > 390 and 0 < r.apply_ms <= r.apply_max_ms < bench.BUDGET_MS
-        assert r.prepare_ms > 0 and r.apply_paint_ms >= r.apply_ms
+        assert (
+            r.prepare_ms > 0
+            and r.prepare_bare_ms > 0
+            and r.history_ms > 0
+            and r.cgroups_ms > 0
+            and r.apply_paint_ms >= r.apply_ms
+        )
 
 
 def test_benchmarks_run_without_the_tests() -> None:

@@ -6,7 +6,6 @@ then look at the SVGs under __snapshots__ before committing them.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -103,8 +102,59 @@ def test_process_detail(snap_compare: SnapCompare) -> None:
     assert snap_compare(make_app(scene_before(), look_process=look), terminal_size=(100, 24), run_before=run_before)
 
 
+def test_history_line_and_ages(snap_compare: SnapCompare) -> None:
+    """Three refreshes: the total and the highlighted pipeline as sparklines, its buffers' ages."""
+    later = snapshot(list(scene_after().buffers), PROCS, taken_at=TAKEN_AT + 65)
+
+    async def run_before(pilot: Pilot[int]) -> None:
+        await settle(pilot)
+        await rescan(pilot)
+        await rescan(pilot)
+        await pilot.press("down")  # the pipeline that grew
+
+    app = make_app(scene_before(), scene_after(), later)
+    assert snap_compare(app, terminal_size=(120, 20), run_before=run_before)
+
+
 def test_legacy_kernel_capture(snap_compare: SnapCompare) -> None:
     """4.19: fds that can't be tied to a buffer, shown as that, never as the kernel's."""
-    snap = dataclasses.replace(collect(Roots.from_tree(str(FIXTURES / "k4.19-legacy"))), taken_at=TAKEN_AT)
+    snap = collect(Roots.from_tree(str(FIXTURES / "k4.19-legacy")))._replace(taken_at=TAKEN_AT)
     source = Source("capture fixtures/k4.19-legacy", live=False)
     assert snap_compare(make_app(snap, source=source), terminal_size=(120, 24), run_before=settle)
+
+
+def test_cgroup_panel_80x24(snap_compare: SnapCompare) -> None:
+    """Issue 15: per-cgroup totals of a capture with services, a session and a container."""
+    snap = collect(Roots.from_tree(str(FIXTURES / "cgroups-services")), cgroups=True)._replace(taken_at=TAKEN_AT)
+    source = Source("capture fixtures/cgroups-services", live=False)
+
+    async def run_before(pilot: Pilot[int]) -> None:
+        await settle(pilot)
+        await pilot.press("g")
+        await settle(pilot)
+
+    assert snap_compare(make_app(snap, source=source), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_device_memory_buffer_detail(snap_compare: SnapCompare, tmp_path: Path) -> None:
+    """Issue 16: a VFIO dma-buf (a PCI BAR): device memory apart from RAM, its device, no mmap cost."""
+    from vfio_tree import write_vfio_tree
+
+    snap = collect(Roots.from_tree(str(write_vfio_tree(tmp_path))))._replace(taken_at=TAKEN_AT)
+    source = Source("capture vfio", live=False)
+
+    async def run_before(pilot: Pilot[int]) -> None:
+        await settle(pilot)
+        await pilot.press("enter", "enter")  # 100 p2p-app (the most RAM), then its largest buffer: 502 (vfio)
+        await settle(pilot)
+
+    assert snap_compare(make_app(snap, source=source), terminal_size=(120, 30), run_before=run_before)
+
+
+def test_device_memory_main_screen(snap_compare: SnapCompare, tmp_path: Path) -> None:
+    """Issue 16: Rss and Pss of RAM, Dev apart, and the exporter panel says which class is not RAM."""
+    from vfio_tree import write_vfio_tree
+
+    snap = collect(Roots.from_tree(str(write_vfio_tree(tmp_path))))._replace(taken_at=TAKEN_AT)
+    source = Source("capture vfio", live=False)
+    assert snap_compare(make_app(snap, source=source), terminal_size=(160, 24), run_before=settle)

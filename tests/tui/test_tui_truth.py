@@ -8,7 +8,6 @@ offered only where it does something; an 80x24 terminal shows the whole status l
 from __future__ import annotations
 
 import ast
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ SIZE = (160, 40)
 
 
 def fixture(name: str) -> Snapshot:
-    return dataclasses.replace(collect(Roots.from_tree(str(FIXTURES / name))), taken_at=TAKEN_AT)
+    return collect(Roots.from_tree(str(FIXTURES / name)))._replace(taken_at=TAKEN_AT)
 
 
 def make_app(*snaps: Snapshot, **kw: Any) -> DmabufInspectApp:

@@ -94,6 +94,7 @@ def test_prepare_rows_match_the_snapshot() -> None:
         "change": " ",
         "inode": "1001",
         "size_bytes": "8.0 MiB",
+        "age": "-",  # prepared without a history
         "exporter": "drm",
         "class": "gpu-prime",
         "name": "scanout",

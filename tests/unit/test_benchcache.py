@@ -19,6 +19,7 @@ from dmabuf_inspect.bench import cache as benchcache
 from dmabuf_inspect.bench import runner
 from dmabuf_inspect.bench.cache import BenchCacheError, CacheReader
 from dmabuf_inspect.bench.model import BenchReport
+from dmabuf_inspect.cachedir import cache_dir
 from dmabuf_inspect.cli.commands import alloc, bench
 
 KERNEL = "6.12.107+deb13-amd64"
@@ -34,10 +35,10 @@ def fake_report(exporters: dict[str, float], kernel: str = KERNEL, sizes: tuple[
 
 
 def test_cache_dir_follows_xdg_and_ignores_relative_paths() -> None:
-    assert benchcache.cache_dir({"XDG_CACHE_HOME": "/x/cache", "HOME": "/home/u"}) == "/x/cache/dmabuf-inspect"
+    assert cache_dir({"XDG_CACHE_HOME": "/x/cache", "HOME": "/home/u"}) == "/x/cache/dmabuf-inspect"
     for value in ("", "relative/cache"):
-        assert benchcache.cache_dir({"XDG_CACHE_HOME": value, "HOME": "/home/u"}) == "/home/u/.cache/dmabuf-inspect"
-    assert benchcache.cache_dir({"HOME": "/home/u"}) == "/home/u/.cache/dmabuf-inspect"
+        assert cache_dir({"XDG_CACHE_HOME": value, "HOME": "/home/u"}) == "/home/u/.cache/dmabuf-inspect"
+    assert cache_dir({"HOME": "/home/u"}) == "/home/u/.cache/dmabuf-inspect"
     assert benchcache.cache_path("6.12.1-x", "/c") == "/c/bench-6.12.1-x.json"
     assert benchcache.cache_path("a/b", "/c") == "/c/bench-a_b.json"
 

@@ -59,3 +59,74 @@ def test_status_prints_one_line_per_part(capsys: pytest.CaptureFixture[str]) -> 
     lines = capsys.readouterr().out.splitlines()
     assert [line[:16].strip() for line in lines][:3] == ["privileges", "dma-buf iterator", "task iterators"]
     assert all(line[16:18] == "  " and line[18:] for line in lines)
+
+
+# --- the scan's BPF options: --no-bpf and --bpf-iter, before or after the command ----------------------
+
+
+def _parsed(argv: list[str]) -> tuple[bool, str | None]:
+    from dmabuf_inspect.cli.main import _roots, parse
+
+    args = parse(argv)
+    roots = _roots(args)
+    return roots.bpf, roots.bpf_iter
+
+
+def test_no_bpf_before_or_after_the_command(tmp_path: Path) -> None:
+    assert _parsed(["dump"]) == (True, None)
+    assert _parsed(["--no-bpf", "dump"]) == (False, None)
+    assert _parsed(["dump", "--no-bpf"]) == (False, None)
+    pin = tmp_path / "pin"
+    pin.write_bytes(b"")
+    assert _parsed(["--bpf-iter", str(pin), "list"]) == (True, str(pin))  # its value is no command
+    assert _parsed(["list", f"--bpf-iter={pin}"]) == (True, str(pin))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["dump", "--bpf-iter", "/nonexistent/pin"], "--bpf-iter /nonexistent/pin: no such file"),
+        (["dump", "--bpf-iter", "/"], "--bpf-iter /: not a pinned iterator"),
+        (["dump", "--bpf-iter", ""], "--bpf-iter : not a pinned iterator"),
+        (["--bpf-iter", "/etc/hostname", "dump", "--bpf-iter", "/etc/os-release"], "--bpf-iter given twice"),
+        (["--tree", str(FIXTURES / "k7.3"), "dump", "--bpf-iter", "/etc/hostname"], "a capture (--tree) keeps"),
+    ],
+)
+def test_bad_bpf_options_are_one_line_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_no_bpf_reads_a_tree_without_its_captured_iterator(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["--tree", str(FIXTURES / "k7.3"), "dump", "--no-bpf"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["sources"]["bpf"] == doc["sources"]["bpf_holders"] == "unavailable: turned off (--no-bpf)"
+
+
+def test_dump_reads_the_pin_it_is_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """On this machine's live /proc: a file in Android's format stands for a pin."""
+    import json
+
+    import jsonschema
+
+    from dmabuf_inspect import schemas
+
+    pin = tmp_path / "pin"
+    pin.write_bytes(b"987654321\n4096\nfrom\na pin\nsystem\n")
+    assert main(["dump", "--bpf-iter", str(pin), "--debugfs-root", str(tmp_path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    jsonschema.validate(doc, schemas.load(schemas.SNAPSHOT))  # size_source "bpf" is in the schema
+    assert doc["sources"]["bpf"] == "ok"
+    (b,) = [b for b in doc["buffers"] if b["inode"] == 987654321]
+    assert (b["size_bytes"], b["exporter"], b["name"], b["size_source"], b["holders"]) == (
+        4096,
+        "system",
+        "from\na pin",
+        "bpf",
+        [],
+    )

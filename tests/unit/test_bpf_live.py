@@ -240,3 +240,29 @@ def test_in_a_pid_namespace_of_its_own_the_task_iterators_say_why_not() -> None:
     if out.returncode != 0:
         pytest.skip(f"cannot make a pid namespace here: {out.stderr.strip()}")
     assert out.stdout.strip() == source.NOT_INITIAL_PIDNS
+
+
+def test_a_scan_whose_program_the_verifier_refuses_says_why_and_walks_proc(
+    layout: programs.Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real refusal (an offset past struct inode's end): sources says the verifier's line, and
+    the scan walks /proc instead."""
+    from dmabuf_inspect.scan import bpfscan
+    from dmabuf_inspect.scan.snapshot import collect
+
+    wrong = programs.Layout.from_json(layout.to_json() | {"inode_i_ino": 1 << 14})
+    real = programs.task_file_records
+    monkeypatch.setattr(programs, "task_file_records", lambda _layout, magic=programs.DMA_BUF_MAGIC: real(wrong, magic))
+    walked: list[int] = []
+    from dmabuf_inspect.scan import snapshot
+
+    real_scan = snapshot._Scan.scan_fds
+    monkeypatch.setattr(snapshot._Scan, "scan_fds", lambda self, pid, s: (walked.append(pid), real_scan(self, pid, s)))
+    bpfscan.close_shared()
+    try:
+        snap = collect()
+    finally:
+        bpfscan.close_shared()
+    reason = snap.sources["bpf_holders"]
+    assert reason.startswith("unavailable: the verifier refused the task_file program: ") and "\n" not in reason
+    assert os.getpid() in walked  # the fallback ran

@@ -88,9 +88,10 @@ def buffer_record(
     name: bytes,
     devices: tuple[bytes, ...] = (),
     attachments: int | None = None,
+    fences: int = 0,
 ) -> bytes:
     n = len(devices) if attachments is None else attachments
-    head = BUFFER.pack(inode, size, count, 0o2, 0x80007, n, min(n, 8), exp, name)
+    head = BUFFER.pack(inode, size, count, 0o2, 0x80007, n, min(n, 8), fences, exp, name)
     groups = [devices[k : k + 4] for k in range(0, len(devices), 4)]
     return head + b"".join(DEVICES.pack(DEVICES_MARKER, b"".join(d.ljust(32, b"\0") for d in g)) for g in groups)
 
@@ -100,8 +101,8 @@ def test_buffer_records_take_off_the_iterators_own_reference() -> None:
         1034, 65536, 5, b"drm", b"frame", (b"vgem", b"0000:00:02.0")
     )
     assert parse_buffer_records(data) == [
-        BpfBuffer(1033, 4096, "system", None, 2, 0, (), 2, 0x80007),
-        BpfBuffer(1034, 65536, "drm", "frame", 4, 2, ("vgem", "0000:00:02.0"), 2, 0x80007),
+        BpfBuffer(1033, 4096, "system", None, 2, 0, (), 2, 0x80007, 0),
+        BpfBuffer(1034, 65536, "drm", "frame", 4, 2, ("vgem", "0000:00:02.0"), 2, 0x80007, 0),
     ]
     assert parse_buffer_records(data, own_reference=False)[0].count == 3
 
@@ -111,7 +112,7 @@ def test_buffer_records_more_attachments_than_names() -> None:
     data = buffer_record(1, 4096, 2, b"x", b"", devices, attachments=40) + buffer_record(2, 8192, 1, b"y", b"")
     one, two = parse_buffer_records(data)
     assert one.attachments == 40 and one.devices == tuple(d.decode() for d in devices)
-    assert two == BpfBuffer(2, 8192, "y", None, 0, 0, (), 2, 0x80007)
+    assert two == BpfBuffer(2, 8192, "y", None, 0, 0, (), 2, 0x80007, 0)
 
 
 @pytest.mark.parametrize(
@@ -120,9 +121,9 @@ def test_buffer_records_more_attachments_than_names() -> None:
         (buffer_record(1, 4096, 2, b"x", b"")[:-1], "cut short"),
         (buffer_record(1, 4096, 2, b"x", b"", (b"a",))[:-136], "device names are missing"),
         (buffer_record(1, 4096, 2, b"x", b"", (b"a", b"b", b"c", b"d", b"e"))[:-136], "device names are missing"),
-        (BUFFER.pack(1, 1, 1, 0, 0, 3, 1, b"", b""), "3 attachments, 1 named"),
-        (BUFFER.pack(1, 1, 1, 0, 0, 65, 8, b"", b""), "65 attachments"),
-        (BUFFER.pack(1, 1, 1, 0, 0, 2, 0, b"", b""), "2 attachments, 0 named"),
+        (BUFFER.pack(1, 1, 1, 0, 0, 3, 1, 0, b"", b""), "3 attachments, 1 named"),
+        (BUFFER.pack(1, 1, 1, 0, 0, 65, 8, 0, b"", b""), "65 attachments"),
+        (BUFFER.pack(1, 1, 1, 0, 0, 2, 0, 0, b"", b""), "2 attachments, 0 named"),
         (DEVICES.pack(DEVICES_MARKER, b"a"), "no buffer before them"),
     ],
 )
@@ -237,6 +238,7 @@ buffer_rows = st.lists(
         st.sampled_from([b"system", b"udmabuf", b"drm", b"\xff"]),
         st.sampled_from([b"", b"frame", b"a\nb", b"\x1b[31m"]),
         st.lists(st.sampled_from([b"vgem", b"0000:00:02.0", b"x" * 31]), max_size=9).map(tuple),
+        st.sampled_from([0, 0, 1, 3, 0xFFFF]),
     ),
     max_size=30,
 )
@@ -245,9 +247,9 @@ buffer_rows = st.lists(
 @FAST
 @given(buffer_rows)
 def test_fast_buffer_parser_equals_the_plain_one(
-    rows: list[tuple[int, int, int, bytes, bytes, tuple[bytes, ...]]],
+    rows: list[tuple[int, int, int, bytes, bytes, tuple[bytes, ...], int]],
 ) -> None:
-    data = b"".join(buffer_record(i, s, c, e, n, d[:8], attachments=len(d)) for i, s, c, e, n, d in rows)
+    data = b"".join(buffer_record(i, s, c, e, n, d[:8], len(d), f) for i, s, c, e, n, d, f in rows)
     _same(parse_buffer_records, parse_buffer_records_plain, data)
     assert len(parse_buffer_records(data)) == len(rows)
 
@@ -314,9 +316,36 @@ def test_our_buffers_stand_in_for_bufinfo_column_by_column() -> None:
 @FAST
 @given(buffer_rows)
 def test_buffer_table_equals_the_records_in_columns(
-    rows: list[tuple[int, int, int, bytes, bytes, tuple[bytes, ...]]],
+    rows: list[tuple[int, int, int, bytes, bytes, tuple[bytes, ...], int]],
 ) -> None:
-    from dmabuf_inspect.kernel.bpf.records import bufinfo_table, parse_buffer_table
+    from dmabuf_inspect.kernel.bpf.records import bufinfo_table, parse_buffer_listing, parse_buffer_table
 
-    data = b"".join(buffer_record(i, s, c, e, n, d[:8], attachments=len(d)) for i, s, c, e, n, d in rows)
+    data = b"".join(buffer_record(i, s, c, e, n, d[:8], len(d), f) for i, s, c, e, n, d, f in rows)
     assert parse_buffer_table(data) == bufinfo_table(parse_buffer_records_plain(data))
+    listing = parse_buffer_listing(data)
+    assert listing.fenced == sum(1 for *_, f in rows if f)
+    assert listing.crowded == sum(1 for *_, d, _f in rows if len(d) > 8)
+
+
+def test_a_listing_counts_what_bufinfo_would_add() -> None:
+    from dmabuf_inspect.kernel.bpf.records import parse_buffer_listing
+
+    plain = buffer_record(1, 4096, 2, b"system", b"") + buffer_record(2, 4096, 2, b"system", b"")
+    assert parse_buffer_listing(plain)[1:] == (0, 0)  # bufinfo would add nothing: no need to read it
+    fenced = plain + buffer_record(3, 16384, 2, b"drm", b"", fences=1)
+    assert parse_buffer_listing(fenced)[1:] == (1, 0)
+    assert [b.fences for b in parse_buffer_records(fenced)] == [0, 0, 1]
+    devices = tuple(f"dev{k}".encode() for k in range(8))
+    crowded = plain + buffer_record(4, 4096, 2, b"x", b"", devices, attachments=9)
+    assert parse_buffer_listing(crowded)[1:] == (0, 1)
+    eight = plain + buffer_record(4, 4096, 2, b"x", b"", devices)
+    assert parse_buffer_listing(eight)[1:] == (0, 0)  # all 8 named: bufinfo names no more
+
+
+def test_android_a_record_cut_after_its_inode_leaves_the_one_before_whole() -> None:
+    """The cut record's lone inode is no exporter, and the record before it keeps its own."""
+    read = parse_android(b"40004\n262144\n\ndrm\n40005\n10485")
+    assert read.buffers == [BpfBuffer(40004, 262144, "drm", None, None, None)]
+    assert (read.skipped_lines, read.names_rejoined) == (1, 0)
+    read = parse_android(b"1\n4096\na\nb\nsystem\n2\n")  # a name with a newline before it still rejoins
+    assert [(b.name, b.exp_name) for b in read.buffers] == [("a\nb", "system")]

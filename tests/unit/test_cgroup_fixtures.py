@@ -136,11 +136,13 @@ def test_cgroup_entry_json() -> None:
 def test_observe_reads_each_process_cgroup_and_mem_accounting() -> None:
     obs = observe(Roots.from_tree(str(FIXTURES / "cgroups-services")))
     assert obs.mem_accounting is True
-    assert obs.cgroups[1500].path is not None and obs.cgroups[1500].path.startswith("/system.slice/docker-")
-    assert 700 not in obs.cgroups  # holds nothing
+    paths = obs.cgroup_paths()
+    assert paths[1500] is not None and paths[1500].startswith("/system.slice/docker-")
+    assert 700 not in paths  # holds nothing
     assert observe(Roots.from_tree(str(FIXTURES / "cgroups-hostile"))).mem_accounting is None
-    hostile = observe(Roots.from_tree(str(FIXTURES / "cgroups-hostile"))).cgroups
-    assert hostile[304].deleted and hostile[302].path is None and hostile[303].path is None
+    hostile = observe(Roots.from_tree(str(FIXTURES / "cgroups-hostile"))).cgroup_paths()
+    assert hostile[304] == HOSTILE[1].path  # "(deleted)" left out
+    assert hostile[302] is None and hostile[303] is None
 
 
 # ---- the generator -----------------------------------------------------------------------------------------

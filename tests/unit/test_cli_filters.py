@@ -73,8 +73,6 @@ def test_exporter_names_split_strip_and_fold() -> None:
 
 
 def test_a_denied_pid_is_said_to_be_unreadable_not_empty() -> None:
-    from dataclasses import replace
-
-    snap = replace(collect(Roots.from_tree(K612)), denied_pids=(1,))
+    snap = collect(Roots.from_tree(K612))._replace(denied_pids=(1,))
     assert filter_miss_text(snap, [1], None) == "process 1 could not be read (permission denied)"
     assert filter_miss_text(snap, [812], None) is None

@@ -196,7 +196,8 @@ BufferSpec = tuple[int, int, int, bytes, "bytes | None", list[FenceSpec], list[b
 
 fence_spec = st.tuples(
     st.sampled_from(["kernel", "write", "read", "bookkeep", "exclusive", "shared"]),
-    token,
+    # A driver name is a module's name, never "CTX:SEQ"; one that were would read as 7.3's form.
+    token.filter(lambda d: re.fullmatch(rb"[0-9]+:[0-9]+", d) is None),
     token,
     st.integers(0, 2**64 - 1),
     st.integers(0, 2**64 - 1),

@@ -148,3 +148,56 @@ def test_resolve_task_of_a_gone_thread_keeps_the_tid() -> None:
 def test_parse_tgid() -> None:
     assert tracefs.parse_tgid(b"Name:\tx\nUmask:\t0022\nState:\tS\nTgid:\t185\nNgid:\t0\nPid:\t215\n") == 185
     assert tracefs.parse_tgid(b"Name:\tx\n") is None
+
+
+def _fake_instance(path: str, cpus: dict[str, str]) -> None:
+    """An instance's control files as regular files, trace_pipe as a FIFO, per-CPU stats."""
+    for rel in ("tracing_on", "trace_clock", "buffer_size_kb", "options/record-tgid", "events/enable"):
+        os.makedirs(os.path.dirname(os.path.join(path, rel)), exist_ok=True)
+        with open(os.path.join(path, rel), "w") as f:
+            f.write("?")
+    for event in tracefs.EVENTS:
+        os.makedirs(os.path.join(path, "events", "dma_buf", event))
+        with open(os.path.join(path, "events", "dma_buf", event, "enable"), "w") as f:
+            f.write("0")
+    os.mkfifo(os.path.join(path, "trace_pipe"))
+    for cpu, stats in cpus.items():
+        os.makedirs(os.path.join(path, "per_cpu", cpu))
+        with open(os.path.join(path, "per_cpu", cpu, "stats"), "w") as f:
+            f.write(stats)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def test_setup_writes_the_control_files_and_opens_trace_pipe_without_blocking(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "instances", "dmabuf-inspect-1")
+    _fake_instance(path, {"cpu0": "overrun: 3\ndropped events: 4\n", "cpu1": "commit overrun: 5\n"})
+    os.mkdir(os.path.join(path, "per_cpu", "cpu2"))  # no stats file: counts nothing
+    trace = tracefs.TraceInstance._setup(path, tracefs.EVENTS, 1024)
+    try:
+        assert (trace.path, trace.clock) == (path, "boot")
+        assert [_read(os.path.join(path, f)) for f in ("tracing_on", "trace_clock", "buffer_size_kb")] == [
+            "1",
+            "boot",
+            "1024",
+        ]
+        assert _read(os.path.join(path, "options", "record-tgid")) == "1"
+        assert {
+            e: _read(os.path.join(path, "events", "dma_buf", e, "enable")) for e in tracefs.EVENTS
+        } == dict.fromkeys(tracefs.EVENTS, "1")
+        assert trace.read_events() == ([], 0)  # no writer on the FIFO: an open that blocked would hang here
+        assert trace.lost_events() == 3 + 4 + 5
+    finally:
+        os.close(trace.pipe_fd)
+
+
+def test_setup_says_which_event_it_could_not_enable(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "inst")
+    _fake_instance(path, {})
+    os.unlink(os.path.join(path, "events", "dma_buf", "dma_buf_detach", "enable"))
+    with pytest.raises(tracefs.TraceUnavailableError, match="enabling dma_buf_detach: No such file or directory"):
+        tracefs.TraceInstance._setup(path, tracefs.EVENTS, 1024)
+    assert not os.path.exists(os.path.join(path, "events", "dma_buf", "dma_buf_detach", "enable"))  # never created

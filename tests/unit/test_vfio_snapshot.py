@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import jsonschema
 import pytest
+from vfio_tree import BTIME_STAT, EDU, VFIO_ANON, dmabuf_fdinfo, write_process, write_vfio_tree
 
 from dmabuf_inspect import exporters
 from dmabuf_inspect.bench.runner import run_bench
@@ -25,113 +25,10 @@ from dmabuf_inspect.scan import jsonout
 from dmabuf_inspect.scan.snapshot import collect
 from dmabuf_inspect.scan.views import filter_snapshot
 
-EDU = "/sys/devices/pci0000:00/0000:00:03.0"
-OTHER = "/sys/devices/pci0000:00/0000:00:04.0"
-VFIO_ANON = "anon_inode:[vfio-device]"
-BTIME_STAT = "cpu  1000 0 500 90000 100 0 20 0 0 0\nbtime 1732230000\nprocesses 4000\n"
-
-
-def _dmabuf_fdinfo(ino: int, size: int, exporter: str, count: int) -> str:
-    return (
-        f"pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t{ino}\nsize:\t{size}\ncount:\t{count}\n"
-        f"exp_name:\t{exporter}\nname:\t\n"
-    )
-
-
-def _device_fdinfo(syspath: str | None) -> str:
-    line = f"vfio-device-syspath: {syspath}\n" if syspath else ""
-    return f"pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t1045\n{line}"
-
-
-def _process(root: Path, pid: int, comm: str, fds: dict[int, tuple[str, str]]) -> None:
-    d = root / "proc" / str(pid)
-    (d / "fd").mkdir(parents=True)
-    (d / "fdinfo").mkdir()
-    for fd, (target, info) in fds.items():
-        os.symlink(target, d / "fd" / str(fd))
-        (d / "fdinfo" / str(fd)).write_text(info)
-    (d / "comm").write_text(comm + "\n")
-    (d / "cmdline").write_bytes(comm.encode() + b"\0")
-    (d / "maps").write_text("")
-    (d / "stat").write_text(
-        f"{pid} ({comm}) S 1 {pid} {pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 4000 0 0 "
-        "18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
-    )
-    (d / "status").write_text(f"Name:\t{comm}\nPid:\t{pid}\nPPid:\t1\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n")
-
-
-BUFINFO = (
-    "\nDma-buf Objects:\nsize    \tflags   \tmode    \tcount   \texp_name\tino     \tname\n"
-    "00004096\t00000002\t00080007\t00000002\tvfio_pci_core\t00000501\t<none>\n\tAttached Devices:\n"
-    "Total 0 devices attached\n\n"
-    "00012288\t00000002\t00080007\t00000001\tvfio_pci_core\t00000502\t<none>\n\tAttached Devices:\n"
-    "Total 0 devices attached\n\n"
-    "00008192\t00000002\t00080007\t00000002\tsystem\t00000503\t<none>\n\tAttached Devices:\n"
-    "Total 0 devices attached\n\n"
-    "00004096\t00000002\t00080007\t00000001\tvfio_pci_core\t00000504\t<none>\n\tAttached Devices:\n"
-    "Total 0 devices attached\n\n"
-    "00004096\t00000002\t00080007\t00000001\tvfio_pci_core\t00000505\t<none>\n\tAttached Devices:\n"
-    "Total 0 devices attached\n\n"
-    "00065536\t00000002\t00080007\t00000001\tvfio_pci_core\t00000506\t<none>\n\tAttached Devices:\n"
-    "Total 0 devices attached\n\n"
-    "\nTotal 6 objects, 98304 bytes\n"
-)
-
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("vfio-tree")
-    (root / "proc/sys/kernel").mkdir(parents=True)
-    (root / "proc/sys/kernel/osrelease").write_text("7.3.4+deb13-amd64\n")
-    (root / "proc/stat").write_text(BTIME_STAT)
-    (root / "sys/kernel/debug/dma_buf").mkdir(parents=True)
-    (root / "sys/kernel/debug/dma_buf/bufinfo").write_text(BUFINFO)
-    (root / "dev").mkdir()
-    # 100: the exporter; it holds edu open, a one-range and a two-range buffer, and a heap buffer
-    _process(
-        root,
-        100,
-        "p2p-app",
-        {
-            3: ("/dev/vfio/vfio", "pos:\t0\n"),
-            4: ("/dev/vfio/3", "pos:\t0\n"),
-            5: (VFIO_ANON, _device_fdinfo(EDU)),
-            6: ("/dmabuf:", _dmabuf_fdinfo(501, 4096, "vfio_pci_core", 2)),
-            7: ("/dmabuf:", _dmabuf_fdinfo(502, 12288, "vfio_pci_core", 1)),
-            8: ("/dmabuf:", _dmabuf_fdinfo(503, 8192, "system", 2)),
-        },
-    )
-    # 200: got 501 and 503 passed over a socket; holds no VFIO device
-    _process(
-        root,
-        200,
-        "importer",
-        {
-            3: ("/dmabuf:", _dmabuf_fdinfo(503, 8192, "system", 2)),
-            4: ("/dmabuf:", _dmabuf_fdinfo(501, 4096, "vfio_pci_core", 2)),
-        },
-    )
-    # 300: two VFIO devices open: which one exported 504 is not told
-    _process(
-        root,
-        300,
-        "two-devices",
-        {
-            5: (VFIO_ANON, _device_fdinfo(EDU)),
-            6: ("/dev/vfio/devices/vfio1", _device_fdinfo(OTHER)),
-            7: ("/dmabuf:", _dmabuf_fdinfo(504, 4096, "vfio_pci_core", 1)),
-        },
-    )
-    # 400: a device fd whose fdinfo names no device (as before 6.15)
-    _process(
-        root,
-        400,
-        "old-fdinfo",
-        {5: (VFIO_ANON, _device_fdinfo(None)), 6: ("/dmabuf:", _dmabuf_fdinfo(505, 4096, "vfio_pci_core", 1))},
-    )
-    # 500: holds 506 and no VFIO device at all
-    _process(root, 500, "no-device", {6: ("/dmabuf:", _dmabuf_fdinfo(506, 65536, "vfio_pci_core", 1))})
-    return root
+    return write_vfio_tree(tmp_path_factory.mktemp("vfio-tree"))
 
 
 def test_vfio_pci_core_is_class_vfio_and_device_memory() -> None:
@@ -194,7 +91,7 @@ def test_no_device_memory_no_device_section(tmp_path: Path) -> None:
     (tmp_path / "proc/sys/kernel").mkdir(parents=True)
     (tmp_path / "proc/sys/kernel/osrelease").write_text("7.3.4\n")
     (tmp_path / "proc/stat").write_text(BTIME_STAT)
-    _process(tmp_path, 10, "heap-user", {3: ("/dmabuf:", _dmabuf_fdinfo(700, 4096, "system", 1))})
+    write_process(tmp_path, 10, "heap-user", {3: ("/dmabuf:", dmabuf_fdinfo(700, 4096, "system", 1))})
     snap = collect(Roots.from_tree(str(tmp_path)))
     assert (snap.totals.device_buffers, snap.totals.device_bytes, snap.device_memory) == (0, 0, ())
     assert snap.processes[0].device_rss_bytes == 0

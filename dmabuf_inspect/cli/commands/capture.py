@@ -1,9 +1,9 @@
 """Copy this machine's dma-buf kernel files into DIR, a tree the --tree option reads back.
 
 Copies, for each process that holds a dma-buf, its dma-buf fd links (same target text), their
-fdinfo, the dma-buf lines of its maps, and comm, cmdline, status and stat; plus debugfs
-dma_buf/bufinfo, /sys/kernel/dmabuf/buffers, the udmabuf parameters, the heap and udmabuf
-device names (as empty files) and the kernel release. Nothing else about any process is kept.
+fdinfo, the dma-buf lines of its maps, and comm, cmdline, status, stat and cgroup; plus debugfs
+dma_buf/bufinfo, /sys/kernel/dmabuf/buffers, the udmabuf parameters, dma_heap.mem_accounting, the
+heap and udmabuf device names (as empty files) and the kernel release. Nothing else about any process is kept.
 Run as root to include every process and debugfs. DIR must be empty or not exist.
 """
 
@@ -37,6 +37,14 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"dmabuf-inspect: {plural(n, 'process')} could not be read and "
             f"{'is' if n == 1 else 'are'} not in the capture; run as root to include them",
+            file=sys.stderr,
+        )
+    if report.outside_pids:
+        n = len(report.outside_pids)
+        print(
+            f"dmabuf-inspect: {plural(n, 'process')} {'has' if n == 1 else 'have'} links that lead outside the "
+            f"source capture and {'is' if n == 1 else 'are'} not in the capture "
+            f"(pid{'s' if n != 1 else ''} {', '.join(map(str, report.outside_pids))})",
             file=sys.stderr,
         )
     if report.vanished:

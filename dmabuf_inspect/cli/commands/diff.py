@@ -81,6 +81,13 @@ def render(doc: dict[str, Any]) -> str:
         f"({'+' if doc['delta_bytes'] >= 0 else '-'}{human_bytes(abs(doc['delta_bytes']))}), "
         f"buffers {doc['before']['buffers']} -> {doc['after']['buffers']} ({doc['delta_buffers']:+d})"
     ]
+    dev_before, dev_after = doc["before"].get("device_bytes", 0), doc["after"].get("device_bytes", 0)
+    if dev_before or dev_after:
+        dev = doc["delta_device_bytes"]
+        out.append(
+            f"device memory (not RAM) {human_bytes(dev_before)} -> {human_bytes(dev_after)} "
+            f"({'+' if dev >= 0 else '-'}{human_bytes(abs(dev))})"
+        )
     if doc["delta_kernel_only_bytes"] is not None:
         ko = doc["delta_kernel_only_bytes"]
         out.append(f"kernel-only {'+' if ko >= 0 else '-'}{human_bytes(abs(ko))}")

@@ -2,6 +2,7 @@
 
 Compact JSON when stdout is not a terminal (a pipe, a file); indented on a terminal or with
 --indent. Names are exact: a name that is not valid UTF-8 also gets `name_hex` with its bytes.
+Each holding process's cgroup is read too (one file each): `cgroups` has the per-cgroup totals.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    snap = collect(args.roots, include_maps=not args.no_maps)
+    snap = collect(args.roots, include_maps=not args.no_maps, cgroups=True)
     indent = args.indent if args.indent is not None else (2 if sys.stdout.isatty() else None)
     write(snap, sys.stdout, indent=indent)
     if not args.quiet:

@@ -1,4 +1,7 @@
-"""List the dma-buf heaps (/dev/dma_heap) and whether udmabuf is there, with its limits."""
+"""List the dma-buf heaps (/dev/dma_heap) and whether udmabuf is there, with its limits.
+
+Also whether heap pages are charged to memory cgroups (dma_heap.mem_accounting, 7.0+).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 import os
 from typing import Any
 
+from dmabuf_inspect.kernel.cgroup import read_mem_accounting
 from dmabuf_inspect.kernel.devices import read_heaps, read_udmabuf
 from dmabuf_inspect.kernel.reader import Roots
 from dmabuf_inspect.model import Heap, Udmabuf
@@ -19,9 +23,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def heaps_to_dict(heaps: tuple[Heap, ...], udmabuf: Udmabuf) -> dict[str, Any]:
-    """The `heaps --json` document: the same heap and udmabuf entries as `dump` has."""
-    return {"heaps": heap_entries(heaps), "udmabuf": udmabuf_entry(udmabuf)}
+def heaps_to_dict(heaps: tuple[Heap, ...], udmabuf: Udmabuf, mem_accounting: bool | None = None) -> dict[str, Any]:
+    """The `heaps --json` document: the same heap, udmabuf and mem_accounting entries as `dump` has."""
+    return {"heaps": heap_entries(heaps), "udmabuf": udmabuf_entry(udmabuf), "mem_accounting": mem_accounting}
+
+
+def mem_accounting_text(value: bool | None, *, live: bool) -> str:
+    """dma_heap.mem_accounting (7.0+) in one line."""
+    if value is True:
+        return "mem_accounting: on (dma-buf heap pages are charged to the allocating task's memory cgroup)"
+    if value is False:
+        return (
+            "mem_accounting: off (dma-buf heap pages are charged to no memory cgroup; "
+            "boot with dma_heap.mem_accounting=1 to charge them)"
+        )
+    if live:
+        return "mem_accounting: not in this kernel (dma_heap.mem_accounting: 7.0+)"
+    return "mem_accounting: not in this capture (a kernel before 7.0, or captured without it)"
 
 
 def _number(value: int | None, unit: str = "") -> str:
@@ -61,10 +79,12 @@ def run(args: argparse.Namespace) -> int:
     roots: Roots = args.roots
     heaps = read_heaps(roots)
     udmabuf = read_udmabuf(roots)
+    mem_accounting = read_mem_accounting(roots.sys)
     if getattr(args, "json", False):
         import json  # only here: `heaps` alone never pays for the json module
 
-        print(json.dumps(heaps_to_dict(heaps, udmabuf), indent=2))
+        print(json.dumps(heaps_to_dict(heaps, udmabuf, mem_accounting), indent=2))
     else:
         print("\n".join(format_heaps(heaps, udmabuf, roots.dev_root)))
+        print(mem_accounting_text(mem_accounting, live=roots.live))
     return 0

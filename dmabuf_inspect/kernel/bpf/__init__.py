@@ -7,6 +7,7 @@ type ids from the kernel's BTF (btf.py, programs.py) and loaded with bpf(2) thro
     with BpfSource(cache_dir=...) as bpf:     source.py
         bpf.buffers()   -> list[BpfBuffer]    iter/dmabuf, 6.16+: every buffer, held or not
         bpf.buffer_table() -> BufInfoTable    the same in bufinfo's columns (fences empty): stands in for it
+        bpf.buffer_listing() -> BpfListing    the table, and how many buffers bufinfo would say more of
         bpf.holders()   -> Holders            iter/task_file + iter/task_vma: fds and mappings by pid
     read_pinned(path)   -> AndroidRead        a pinned iterator (ours or Android's), any user who may read it
     pin(path) / unpin(path)                   root: `dmabuf-inspect bpf pin`
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dmabuf_inspect.kernel.bpf.records import (
     AndroidRead,
     BpfBuffer,
+    BpfListing,
     BpfParseError,
     bufinfo_table,
     parse_android,
@@ -42,6 +44,7 @@ __all__ = [
     "AndroidRead",
     "BpfBuffer",
     "BpfError",
+    "BpfListing",
     "BpfParseError",
     "BpfSource",
     "BpfUnavailable",

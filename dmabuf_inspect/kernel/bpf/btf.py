@@ -18,6 +18,7 @@ it too: the records' sizes are unknown, so nothing after them can be found.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from array import array
@@ -27,6 +28,7 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from dmabuf_inspect.errors import DmabufInspectError
+from dmabuf_inspect.kernel.reader import Tree
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 MAGIC = 0xEB9F
@@ -123,9 +125,9 @@ class Btf:
 
     @classmethod
     def load(cls, path: str = VMLINUX) -> Btf:
+        head, name = os.path.split(os.path.abspath(path))
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = Tree(head, live=True).read(name, 1 << 28)
         except FileNotFoundError:
             raise BtfError(f"no {path} (a kernel without CONFIG_DEBUG_INFO_BTF)") from None
         except OSError as exc:

@@ -17,11 +17,8 @@ so each process is reported once, as /proc/PID/fd and /proc/PID/maps show it. Th
 kernel's own (the initial pid namespace).
 """
 
-from __future__ import annotations
-
 import struct
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from dmabuf_inspect.kernel.bpf.asm import (
     DW,
@@ -42,6 +39,7 @@ from dmabuf_inspect.kernel.bpf.asm import (
     R9,
     Asm,
     B,
+    H,
     W,
 )
 from dmabuf_inspect.kernel.bpf.btf import FUNC, PTR, Btf, BtfError
@@ -58,11 +56,14 @@ EXPORTER_BYTES = 64  # exp_name is a driver's string of any length: longer ones 
 DEVICE_NAME_BYTES = 32
 MAX_ATTACHMENTS = 64  # counted; more reads as 64
 MAX_DEVICE_NAMES = 8  # named; the rest only counted
+MAX_FENCES = 0xFFFF  # counted up to this; more reads as this
 
 # The records are in the machine's byte order, as the programs store them.
-# struct { u64 inode, size, file_count; u32 f_flags, f_mode, attachments, device_names;
+# struct { u64 inode, size, file_count; u32 f_flags, f_mode, attachments; u16 device_names, fences;
 #          char exp_name[64], name[32]; }
-BUFFER = struct.Struct(f"=QQQIIII{EXPORTER_BYTES}s{DMA_BUF_NAME_LEN}s")
+# fences: the length of the buffer's reservation list (dma_resv.fences->num_fences): 0 when
+# debugfs bufinfo would print no fence for it (it prints those of that list up to READ usage).
+BUFFER = struct.Struct(f"=QQQIIIHH{EXPORTER_BYTES}s{DMA_BUF_NAME_LEN}s")
 # After a BUFFER with device names, one or two records of the same size: struct { u64 marker;
 # char names[4][32]; }. Every record 136 bytes: the reader splits them all in one C call.
 NAMES_PER_RECORD = 4
@@ -116,11 +117,15 @@ _BTF_NAMES = (
     "vm_pgoff",
     "vm_file",
     "vm_flags",
+    "resv",
+    "dma_resv",
+    "fences",
+    "dma_resv_list",
+    "num_fences",
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Layout:
+class Layout(NamedTuple):
     """What our programs need to know of one kernel, all from its BTF. None: the kernel has no
     such iterator."""
 
@@ -159,9 +164,17 @@ class Layout:
     vma_vm_pgoff: int
     vma_vm_file: int
     vma_vm_flags: int
+    # dma_buf.resv, dma_resv.fences, dma_resv_list.num_fences (5.19+); None: fences are not counted
+    dma_buf_resv: int | None = None
+    dma_resv_fences: int | None = None
+    dma_resv_list_num_fences: int | None = None
+
+    @property
+    def counts_fences(self) -> bool:
+        return None not in (self.dma_buf_resv, self.dma_resv_fences, self.dma_resv_list_num_fences)
 
     @classmethod
-    def from_btf(cls, btf: Btf) -> Layout:
+    def from_btf(cls, btf: Btf) -> "Layout":
         def at(struct_name: str, path: str, size: int = 8) -> int:
             found = btf.field(struct_name, path)
             if found.size_bytes != size:
@@ -190,6 +203,12 @@ class Layout:
             count, is_ref = at("file", "f_ref"), True
         else:
             count, is_ref = at("file", "f_count"), False
+        resv = fences = num_fences = None
+        if all(
+            btf.has_field(*f) for f in (("dma_buf", "resv"), ("dma_resv", "fences"), ("dma_resv_list", "num_fences"))
+        ):
+            resv, fences = ptr("dma_buf", "resv"), ptr("dma_resv", "fences")
+            num_fences = at("dma_resv_list", "num_fences", 4)
         return cls(
             dmabuf_iter_id=dmabuf,
             task_file_iter_id=task_file,
@@ -226,13 +245,16 @@ class Layout:
             vma_vm_pgoff=at("vm_area_struct", "vm_pgoff"),
             vma_vm_file=ptr("vm_area_struct", "vm_file"),
             vma_vm_flags=at("vm_area_struct", "vm_flags"),
+            dma_buf_resv=resv,
+            dma_resv_fences=fences,
+            dma_resv_list_num_fences=num_fences,
         )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Layout:
+    def from_json(cls, data: dict[str, Any]) -> "Layout":
         return cls(**data)
 
 
@@ -405,11 +427,25 @@ def dmabuf_records(layout: Layout) -> bytes:
     a.label("all_named")
     a.mov(R2, MAX_DEVICE_NAMES)
     a.label("count_names")
-    a.stx(W, FP, rec + 36, R2)
+    a.stx(H, FP, rec + 36, R2)
+    if layout.counts_fences:
+        # resv->fences->num_fences through typed pointers (a fault reads 0); NULL: no list yet
+        assert layout.dma_buf_resv is not None and layout.dma_resv_fences is not None
+        assert layout.dma_resv_list_num_fences is not None
+        a.ldx(DW, R2, R7, layout.dma_buf_resv)
+        a.jmp(JEQ, R2, 0, "fences_done")
+        a.ldx(DW, R2, R2, layout.dma_resv_fences)
+        a.jmp(JEQ, R2, 0, "fences_done")
+        a.ldx(W, R2, R2, layout.dma_resv_list_num_fences)
+        a.jmp(JLE, R2, MAX_FENCES, "fences_fit")
+        a.mov(R2, MAX_FENCES)
+        a.label("fences_fit")
+        a.stx(H, FP, rec + 38, R2)
+        a.label("fences_done")
     a.movr(R1, R6).movr(R2, FP).add(R2, rec).mov(R3, BUFFER.size).call(FUNC_SEQ_WRITE)
     # the device names: a DEVICES record for each 4 of them, after the BUFFER record
     for g in range(groups):
-        a.ldx(W, R3, FP, rec + 36)
+        a.ldx(H, R3, FP, rec + 36)
         a.jmp(JLE, R3, g * NAMES_PER_RECORD, "out")
         a.movr(R1, R6).movr(R2, FP).add(R2, devices + g * DEVICES.size).mov(R3, DEVICES.size).call(FUNC_SEQ_WRITE)
     return _out(a)

@@ -9,8 +9,8 @@ Android's format (its dmabufIter.c, `dmabuf-inspect bpf pin`), 4 lines per buffe
 
 Our own binary records (programs.py), in the machine's byte order, for the scan:
 
-    BUFFER  u64 inode, size, file_count; u32 f_flags, f_mode, attachments, device_names;
-            char exp_name[64], name[32]                                          (136 bytes)
+    BUFFER  u64 inode, size, file_count; u32 f_flags, f_mode, attachments; u16 device_names,
+            fences; char exp_name[64], name[32]                                  (136 bytes)
     DEVICES u64 marker (all ones); char names[4][32]: after a BUFFER with device names, one for
             each 4 of them                                                       (136 bytes)
     FD      u32 pid, fd; u64 inode
@@ -67,6 +67,15 @@ class BpfBuffer(NamedTuple):
     devices: tuple[str, ...] = ()  # the first 8 attached devices' names
     flags: int | None = None  # file->f_flags, as bufinfo prints them
     mode: int | None = None  # file->f_mode
+    fences: int | None = None  # the reservation list's length (up to 65535); None: not counted
+
+
+class BpfListing(NamedTuple):
+    """Every buffer in bufinfo's columns (fences empty), and what debugfs bufinfo would add to it."""
+
+    table: BufInfoTable
+    fenced: int  # buffers with fences in their reservation list: bufinfo prints them
+    crowded: int  # buffers with more than MAX_DEVICE_NAMES attachments: bufinfo names them all
 
 
 class AndroidRead(NamedTuple):
@@ -94,8 +103,9 @@ def _record_at(lines: list[bytes], i: int) -> tuple[BpfBuffer, int, bool] | None
     size = _number(lines[i + 1]) if i + 1 < len(lines) else None
     if inode is None or size is None:
         return None
-    # The exporter is the line before the next record (two numbers) or the end: with a name of
-    # one line (k = 0) first, then of more lines, as long as the name fits DMA_BUF_NAME_LEN.
+    # The exporter is the line before the next record (two numbers, or one number ending a cut
+    # output) or the end: with a name of one line (k = 0) first, then of more lines, as long as
+    # the name fits DMA_BUF_NAME_LEN.
     n = len(lines)
     name_bytes = -1
     for k in range(DMA_BUF_NAME_LEN):
@@ -106,8 +116,9 @@ def _record_at(lines: list[bytes], i: int) -> tuple[BpfBuffer, int, bool] | None
         if name_bytes >= DMA_BUF_NAME_LEN:
             break
         after = exporter_at + 1
+        # what follows: the end, the next record (two numbers), or one cut short at the end
         if after == n or (
-            after + 1 < n and _number(lines[after]) is not None and _number(lines[after + 1]) is not None
+            _number(lines[after]) is not None and (after + 1 == n or _number(lines[after + 1]) is not None)
         ):
             exporter = lines[exporter_at]
             if not exporter:
@@ -164,6 +175,10 @@ def _u32s(data: bytes, record: int, offset: int) -> list[int]:
     return memoryview(data).cast("I")[offset // 4 :: record // 4].tolist()
 
 
+def _u16s(data: bytes, record: int, offset: int) -> list[int]:
+    return memoryview(data).cast("H")[offset // 2 :: record // 2].tolist()
+
+
 def _fields(data: bytes, record: int, offset: int, size: int) -> list[bytes]:
     """The `size`-byte field at `offset` of every record, sliced by C calls."""
     span = len(data) // record * record
@@ -173,12 +188,13 @@ def _fields(data: bytes, record: int, offset: int, size: int) -> list[bytes]:
 
 
 def _buffer_columns(data: bytes) -> tuple[list[int], ...] | None:
-    """(inode, size, count, flags, mode) of BUFFER records without attachments, or None when some
-    have them (or it is not BUFFER records at all): parse_buffer_records_plain() decides then."""
+    """(inode, size, count, flags, mode, fences) of BUFFER records without attachments, or None
+    when some have them (or it is not BUFFER records at all): parse_buffer_records_plain()
+    decides then."""
     if len(data) % BUFFER.size:
         raise BpfParseError(f"dma-buf records cut short: {len(data)} bytes is no multiple of {BUFFER.size}")
     inode = _u64s(data, BUFFER.size, 0)
-    if DEVICES_MARKER in inode or any(_u32s(data, BUFFER.size, 32)) or any(_u32s(data, BUFFER.size, 36)):
+    if DEVICES_MARKER in inode or any(_u32s(data, BUFFER.size, 32)) or any(_u16s(data, BUFFER.size, 36)):
         return None
     return (
         inode,
@@ -186,6 +202,7 @@ def _buffer_columns(data: bytes) -> tuple[list[int], ...] | None:
         _u64s(data, BUFFER.size, 16),
         _u32s(data, BUFFER.size, 24),
         _u32s(data, BUFFER.size, 28),
+        _u16s(data, BUFFER.size, 38),
     )
 
 
@@ -215,11 +232,11 @@ def parse_buffer_records(data: bytes, *, own_reference: bool = True) -> list[Bpf
     columns = _buffer_columns(data)
     if columns is None:
         return parse_buffer_records_plain(data, own_reference=own_reference)
-    inode, size, count, flags, mode = columns
+    inode, size, count, flags, mode, fences = columns
     counts = map(max, map(sub, count, repeat(1)), repeat(0)) if own_reference else count
     exporters, names = _exporters_and_names(data)
     rows = zip(
-        inode, size, exporters, names, counts, repeat(0), repeat(()), flags, mode, strict=False
+        inode, size, exporters, names, counts, repeat(0), repeat(()), flags, mode, fences, strict=False
     )  # ends with inode
     return list(map(tuple.__new__, repeat(BpfBuffer), rows))
 
@@ -227,14 +244,20 @@ def parse_buffer_records(data: bytes, *, own_reference: bool = True) -> list[Bpf
 def parse_buffer_table(data: bytes, *, own_reference: bool = True) -> BufInfoTable:
     """Our BUFFER records straight into bufinfo's columns (bufinfo_table(parse_buffer_records())
     without a record per buffer): what a scan joins on when debugfs is missing."""
+    return parse_buffer_listing(data, own_reference=own_reference).table
+
+
+def parse_buffer_listing(data: bytes, *, own_reference: bool = True) -> BpfListing:
+    """parse_buffer_table(), and how many buffers debugfs bufinfo would say more of (fences, or
+    devices past the first MAX_DEVICE_NAMES)."""
     columns = _buffer_columns(data)
     if columns is None:
-        return bufinfo_table(parse_buffer_records_plain(data, own_reference=own_reference))
-    inode, size, count, flags, mode = columns
+        return listing_of(parse_buffer_records_plain(data, own_reference=own_reference))
+    inode, size, count, flags, mode, fences = columns
     counts = tuple(map(max, map(sub, count, repeat(1)), repeat(0))) if own_reference else tuple(count)
     exporters, names = _exporters_and_names(data)
     n = len(inode)
-    return BufInfoTable(
+    table = BufInfoTable(
         tuple(size),
         tuple(flags),
         tuple(mode),
@@ -247,6 +270,14 @@ def parse_buffer_table(data: bytes, *, own_reference: bool = True) -> BufInfoTab
         n,
         sum(size),
     )
+    return BpfListing(table, n - fences.count(0), 0)
+
+
+def listing_of(buffers: list[BpfBuffer]) -> BpfListing:
+    """Our iterator's buffers as a BpfListing (fences None counts as fenced: not counted)."""
+    fenced = sum(1 for b in buffers if b.fences != 0)
+    crowded = sum(1 for b in buffers if b.attachments is not None and b.attachments > MAX_DEVICE_NAMES)
+    return BpfListing(bufinfo_table(buffers), fenced, crowded)
 
 
 def parse_buffer_records_plain(data: bytes, *, own_reference: bool = True) -> list[BpfBuffer]:
@@ -257,7 +288,7 @@ def parse_buffer_records_plain(data: bytes, *, own_reference: bool = True) -> li
     records = list(BUFFER.iter_unpack(data))
     at = 0
     while at < len(records):
-        inode, size, count, flags, mode, attachments, named, exp, name = records[at]
+        inode, size, count, flags, mode, attachments, named, fences, exp, name = records[at]
         if inode == DEVICES_MARKER:
             raise BpfParseError(f"device names with no buffer before them at byte {at * BUFFER.size}")
         if attachments > MAX_ATTACHMENTS or named != min(attachments, MAX_DEVICE_NAMES):
@@ -285,6 +316,7 @@ def parse_buffer_records_plain(data: bytes, *, own_reference: bool = True) -> li
                 tuple(devices),
                 flags,
                 mode,
+                fences,
             )
         )
         at += 1 + -(-named // NAMES_PER_RECORD)
@@ -407,7 +439,7 @@ def bufinfo_table(buffers: list[BpfBuffer]) -> BufInfoTable:
         raise BpfParseError("Android's format has no file counts, flags nor modes: it can't stand in for bufinfo")
     if not buffers:
         return BufInfoTable((), (), (), (), (), (), (), (), (), 0, 0)
-    inode, size, exp_name, name, count, _attachments, devices, flags, mode = zip(*buffers, strict=True)
+    inode, size, exp_name, name, count, _attachments, devices, flags, mode, _fences = zip(*buffers, strict=True)
     return BufInfoTable(
         size, flags, mode, count, exp_name, inode, name, ((),) * len(buffers), devices, len(buffers), sum(size)
     )

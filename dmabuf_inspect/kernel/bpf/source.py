@@ -21,7 +21,6 @@ import errno
 import json
 import os
 import re
-import tempfile
 import zlib
 from typing import NamedTuple
 
@@ -32,14 +31,17 @@ from dmabuf_inspect.kernel.bpf.programs import Layout
 from dmabuf_inspect.kernel.bpf.records import (
     AndroidRead,
     BpfBuffer,
+    BpfListing,
     BpfParseError,
     parse_android,
+    parse_buffer_listing,
     parse_buffer_records,
     parse_buffer_table,
     parse_fd_records,
     parse_vma_records,
 )
 from dmabuf_inspect.kernel.bpf.syscall import NEEDS_ROOT, BpfError, VerifierError
+from dmabuf_inspect.kernel.reader import Tree
 from dmabuf_inspect.model import BufInfoTable, MapEntry
 
 # Where Android's bpfloader pins its dmabufIter.c, and where libdmabufinfo and dmabuf_dump read
@@ -50,7 +52,8 @@ NO_DMABUF_ITER = "kernel has no dma-buf BPF iterator (6.16+)"
 NO_TASK_FILE = "kernel has no task_file BPF iterator (5.8+)"
 NO_TASK_VMA = "kernel has no task_vma BPF iterator (5.12+)"
 NO_BTF = f"kernel has no BTF ({VMLINUX}, CONFIG_DEBUG_INFO_BTF)"
-LAYOUT_SCHEMA = "dmabuf-inspect-bpf-layout/1"
+LAYOUT_SCHEMA = "dmabuf-inspect-bpf-layout/2"
+BTF_LIMIT = 1 << 28  # read whole: vmlinux BTF is 5-6 MB
 ANDROID_RECORD_MAX = 2 * 21 + 32 + 64  # two numbers, a name, an exporter, with their newlines
 
 NOT_INITIAL_PIDNS = "in a pid namespace of its own: the task iterators give the kernel's pids, not this /proc's"
@@ -66,6 +69,19 @@ class BpfUnavailable(DmabufInspectError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def live_file(path: str) -> tuple[Tree, str]:
+    """The reader's Tree of `path`'s directory (live), and its name there: kernel files outside the
+    scan's roots (BTF, /proc/self, a pin) are read through kernel/reader.py too."""
+    head, name = os.path.split(os.path.abspath(path))
+    return Tree(head, live=True), name
+
+
+def read_live(path: str, limit: int = 1 << 24) -> bytes:
+    """A live kernel file's bytes, through the reader."""
+    tree, name = live_file(path)
+    return tree.read(name, limit)
 
 
 class Holders(NamedTuple):
@@ -90,8 +106,7 @@ def capable(status_path: str = "/proc/self/status") -> bool:
     """CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN, in this process's effective set: what loading a
     tracing program takes (kernel/bpf/syscall.c, 5.8+)."""
     try:
-        with open(status_path, "rb") as f:
-            m = re.search(rb"^CapEff:\s*([0-9a-fA-F]+)$", f.read(), re.M)
+        m = re.search(rb"^CapEff:\s*([0-9a-fA-F]+)$", read_live(status_path, 1 << 16), re.M)
     except OSError:
         return False
     if m is None:
@@ -104,7 +119,7 @@ def capable(status_path: str = "/proc/self/status") -> bool:
 def in_initial_pid_namespace() -> bool:
     """Whether this process sees the kernel's own pids (the programs read task->tgid)."""
     try:
-        return os.readlink("/proc/self/ns/pid") == f"pid:[{PROC_PID_INIT_INO}]"
+        return Tree("/proc", live=True).readlink("self/ns/pid") == f"pid:[{PROC_PID_INIT_INO}]"
     except OSError:
         return False
 
@@ -121,9 +136,9 @@ def _layout_key(btf_path: str) -> str | None:
     if btf_path != VMLINUX:
         return None
     try:
-        with open(BOOT_ID) as f:
-            boot = f.read().strip()
-        size = os.stat(btf_path).st_size
+        boot = read_live(BOOT_ID, 64).decode("ascii", "replace").strip()
+        tree, name = live_file(btf_path)
+        size = tree.stat(name).st_size
     except OSError:
         return None
     return f"{boot}-{size}" if re.fullmatch(r"[0-9a-f-]{36}", boot) else None
@@ -156,8 +171,7 @@ def load_layout(btf_path: str = VMLINUX, cache_dir: str | None = None) -> Layout
 
 def _read_btf(btf_path: str) -> bytes:
     try:
-        with open(btf_path, "rb") as f:
-            return f.read()
+        return read_live(btf_path, BTF_LIMIT)
     except FileNotFoundError:
         raise BpfUnavailable(NO_BTF if btf_path == VMLINUX else f"no {btf_path}") from None
     except OSError as exc:
@@ -175,6 +189,8 @@ def _read_cached(path: str) -> Layout | None:
 
 def _write_json(path: str, doc: object) -> None:
     """Atomically, and silently not at all where the directory can't be written."""
+    import tempfile  # only when the cache is written: with shutil and random, a tenth of `dump`'s imports
+
     with contextlib.suppress(OSError):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".bpf-layout-")
@@ -258,7 +274,7 @@ class BpfSource:
         self.btf_path = btf_path
         self.cache_dir = cache_dir
         self._iters: dict[str, Iterator] = {}
-        self._failed: dict[str, BpfUnavailable] = {}
+        self._failed: dict[str, str] = {}  # the reason, raised anew each time (see _iterator)
 
     def layout(self) -> Layout:
         if not capable():
@@ -269,15 +285,17 @@ class BpfSource:
         if name in self._iters:
             return self._iters[name]
         if name in self._failed:
-            raise self._failed[name]
+            # A new exception each time: re-raising a stored one grows its __traceback__ by every
+            # scan's frames, and keeps each scan's data alive with them.
+            raise BpfUnavailable(self._failed[name])
         try:
             self._iters[name] = self._load(name)
         except BpfUnavailable as exc:
-            self._failed[name] = exc
+            self._failed[name] = exc.reason
             raise
         except BpfError as exc:
-            self._failed[name] = BpfUnavailable(reason_of(exc))
-            raise self._failed[name] from None
+            self._failed[name] = reason_of(exc)
+            raise BpfUnavailable(self._failed[name]) from None
         return self._iters[name]
 
     def _load(self, name: str) -> Iterator:
@@ -309,6 +327,19 @@ class BpfSource:
             return parse_buffer_table(data)
         except BpfParseError as exc:
             raise BpfUnavailable(reason_of(exc)) from None
+
+    def buffer_listing(self) -> BpfListing:
+        """buffer_table(), and how many buffers bufinfo would say more of: with fences (each
+        counted as fenced where this kernel's BTF does not show the reservation list), or with
+        more attached devices than are named. Raises only BpfUnavailable."""
+        data = self._read_dmabuf()
+        try:
+            listing = parse_buffer_listing(data)
+        except BpfParseError as exc:
+            raise BpfUnavailable(reason_of(exc)) from None
+        if not self.layout().counts_fences:
+            listing = listing._replace(fenced=listing.table.total_objects or 0)
+        return listing
 
     def _read_dmabuf(self) -> bytes:
         it = self._iterator("dmabuf")
@@ -359,8 +390,9 @@ class BpfSource:
 def read_pinned(path: str = DEFAULT_PIN) -> AndroidRead:
     """A pinned dma-buf iterator in Android's format (ours or Android's), or a file holding its
     output. Needs only read permission on `path` (and search on its directories)."""
+    tree, name = live_file(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = tree.open_read(name)
     except FileNotFoundError:
         raise BpfUnavailable(f"no pinned iterator at {path} (root pins one: dmabuf-inspect bpf pin)") from None
     except PermissionError:

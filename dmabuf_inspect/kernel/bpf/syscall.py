@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import re
 import struct
 
@@ -93,14 +92,14 @@ def _cause(step: str, code: int) -> str:
 
 
 def sys_bpf_number(machine: str | None = None) -> int | None:
-    return SYS_BPF.get(machine or platform.machine())
+    return SYS_BPF.get(machine or os.uname().machine)
 
 
 def bpf(cmd: int, attr: bytearray, step: str) -> int:
     """bpf(cmd, attr): the result, or BpfError for `step`."""
     number = sys_bpf_number()
     if number is None:
-        raise BpfError(f"{step}: bpf(2) is not known on {platform.machine()}", errno.ENOSYS)
+        raise BpfError(f"{step}: bpf(2) is not known on {os.uname().machine}", errno.ENOSYS)
     buf = (ctypes.c_char * len(attr)).from_buffer(attr)
     ret = _libc.syscall(ctypes.c_long(number), ctypes.c_int(cmd), buf, ctypes.c_uint(len(attr)))
     if ret < 0:

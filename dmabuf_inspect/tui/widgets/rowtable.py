@@ -171,6 +171,21 @@ class RowTable(ScrollView, can_focus=True):
     def cursor_key(self) -> int | None:
         return self._rows[self._cursor].key if self._rows else None
 
+    def set_table(self, table: Table[Any]) -> None:
+        """Show rows of another table (the same rows with other columns); the sort stays where
+        the new table has its column. set_data follows with rows of TABLE."""
+        if table is self.table:
+            return
+        self.table = table
+        self.columns = table.columns
+        if self.sort_key not in table.keys:
+            self.sort_key = table.default_sort
+            self.sort_descending = table.column(self.sort_key).descending_first
+        self._data = EMPTY
+        self._rows = ()
+        self._data_widths = tuple(len(c.label) + 2 for c in self.columns)
+        self._widths = self._data_widths
+
     def set_data(self, data: RowSet, *, reset: bool = False) -> None:
         """Show new rows; the cursor stays on its row's key while that key is there.
 

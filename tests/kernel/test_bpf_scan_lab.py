@@ -1,0 +1,346 @@
+"""BPF in the scan and `dump` on the lab kernels (issue 14, phase 2).
+
+- 7.3, debugfs out of reach (`--debugfs-root` an empty directory: a machine without debugfs): the
+  scene (buffers held by fd, by a mapping only, by the kernel only) is dumped with the same inodes,
+  sizes, exporters and names as bufinfo gives with debugfs, and the same kernel_only_bytes; both
+  from our own iterator and from a pin (read as root with --bpf-iter, and as nobody).
+- 7.3, the churn load: our dma-buf iterator and bufinfo agree buffer by buffer.
+- 6.12: sources.bpf says the kernel has no dma-buf iterator; nothing else changes.
+- Both, as root: `dump` with the task iterators for holders gives the same buffers, holders, fds and
+  mappings as `dump --no-bpf` (the /proc walk), on the scene and on the churn load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scene import Scene
+
+from dmabuf_inspect.cli.main import _command_modules, main
+from dmabuf_inspect.kernel.bpf import BpfSource
+from dmabuf_inspect.kernel.bpf.source import BPFFS, DEFAULT_PIN, NO_DMABUF_ITER, fs_magic
+from dmabuf_inspect.kernel.bpf.syscall import BPF_FS_MAGIC, NEEDS_ROOT
+from dmabuf_inspect.kernel.bufinfo import parse_bufinfo
+from dmabuf_inspect.kernel.reader import Roots
+from dmabuf_inspect.model import Snapshot
+from dmabuf_inspect.scan.snapshot import collect
+
+pytestmark = pytest.mark.kernel
+NOBODY = 65534
+BUFINFO = "/sys/kernel/debug/dma_buf/bufinfo"
+HAS_DMABUF_ITER = tuple(map(int, os.uname().release.split(".")[:2])) >= (6, 16)
+CHURN_PROCESSES = int(os.environ.get("CHURN_PROCESSES", "100"))
+ROLES = ("shared", "named", "mapped", "pymapped", "fenced", "signaled", "imported")
+
+
+def dump(*argv: str) -> dict[str, Any]:
+    """`dmabuf-inspect dump ARGV` in this process (the programs it loads stay loaded)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["dump", *argv])
+    assert code == 0, err.getvalue()
+    assert "Traceback" not in err.getvalue()
+    doc: dict[str, Any] = json.loads(out.getvalue())
+    return doc
+
+
+def run_as(uid: int, argv: list[str]) -> tuple[int, str, str]:
+    """main(argv) in a forked child that drops to `uid`: (exit code, stdout, stderr)."""
+    _command_modules()  # imported before the privileges go
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        pid = os.fork()
+        if pid == 0:
+            code = 99
+            try:
+                sys.stdout = open(out.fileno(), "w", closefd=False)  # noqa: SIM115
+                sys.stderr = open(err.fileno(), "w", closefd=False)  # noqa: SIM115
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                code = main(argv)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        out.seek(0)
+        err.seek(0)
+        return os.waitstatus_to_exitcode(status), out.read(), err.read()
+
+
+def bufinfo() -> dict[int, tuple[int, str, str | None]]:
+    with open(BUFINFO, "rb") as f:
+        entries = parse_bufinfo(f.read()).entries
+    return {e.inode: (e.size_bytes, e.exp_name, e.name) for e in entries if e.inode is not None}
+
+
+def listed(doc: dict[str, Any]) -> dict[int, tuple[int, str, str | None]]:
+    """Each buffer of a dump: (size, exporter, name)."""
+    return {b["inode"]: (b["size_bytes"], b["exporter"], b["name"]) for b in doc["buffers"]}
+
+
+def holders(doc: dict[str, Any]) -> dict[int, Any]:
+    return {b["inode"]: b["holders"] for b in doc["buffers"]}
+
+
+@pytest.fixture(scope="module")
+def scene() -> Iterator[Scene]:
+    with Scene.start() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def no_debugfs() -> Iterator[str]:
+    """An empty directory any user may enter: `--debugfs-root` there stands for no debugfs."""
+    path = tempfile.mkdtemp(prefix="no-debugfs-", dir="/var/tmp")
+    os.chmod(path, 0o755)
+    yield path
+    os.rmdir(path)
+
+
+@pytest.fixture(scope="module")
+def bpffs() -> Iterator[str]:
+    """/sys/fs/bpf mounted and open to others (0711), as an admin who pins for everyone would."""
+    try:
+        mounted = fs_magic(BPFFS) == BPF_FS_MAGIC
+    except OSError:
+        mounted = False
+    if not mounted:
+        subprocess.run(["mount", "-t", "bpf", "bpf", BPFFS], check=True)
+    mode = stat.S_IMODE(os.stat(BPFFS).st_mode)
+    os.chmod(BPFFS, 0o711)
+    try:
+        yield BPFFS
+    finally:
+        os.chmod(BPFFS, mode)
+        if not mounted:
+            subprocess.run(["umount", BPFFS], check=True)
+
+
+@pytest.fixture(scope="module")
+def reference(scene: Scene) -> dict[str, Any]:
+    """`dump --no-bpf` with debugfs: bufinfo and the /proc walk, as before BPF."""
+    doc = dump("--no-bpf")
+    assert doc["sources"]["bufinfo"] == "ok"
+    assert doc["totals"]["kernel_only_bytes"] == scene.expected["imported"].size_bytes
+    assert listed(doc) == bufinfo()  # the scene holds no name bufinfo would print differently
+    return doc
+
+
+def _same_listing(doc: dict[str, Any], reference: dict[str, Any], scene: Scene) -> None:
+    assert listed(doc) == listed(reference)
+    for role in ROLES:  # by fd, by name, by mapping only, with fences, by the kernel only
+        assert scene.expected[role].inode in listed(doc), role
+    assert doc["totals"]["kernel_only_bytes"] == reference["totals"]["kernel_only_bytes"]
+
+
+# --- 7.3 without debugfs: our iterator, a pin as root, a pin as nobody ---------------------------------
+
+
+def test_without_debugfs_our_iterator_lists_what_bufinfo_lists(
+    scene: Scene, reference: dict[str, Any], no_debugfs: str
+) -> None:
+    doc = dump("--debugfs-root", no_debugfs)
+    assert doc["sources"]["bpf"] == "ok"
+    assert doc["sources"]["bpf_holders"] == "ok"
+    assert doc["sources"]["bufinfo"] == f"unavailable: debugfs is not mounted at {no_debugfs} " + (
+        "(or the kernel has no CONFIG_DEBUG_FS)"
+    )
+    _same_listing(doc, reference, scene)
+    assert holders(doc) == holders(reference)
+    by = {b["inode"]: b for b in doc["buffers"]}
+    imported = by[scene.expected["imported"].inode]
+    assert (imported["holders"], imported["attachments"], imported["size_source"]) == ([], ["vgem"], "bpf")
+    counts = {b["inode"]: (b["count"], b["kernel_refs"]) for b in reference["buffers"]}
+    assert {i: (b["count"], b["kernel_refs"]) for i, b in by.items()} == counts
+
+
+def test_a_pin_lists_what_bufinfo_lists_as_root_and_as_nobody(
+    scene: Scene, reference: dict[str, Any], no_debugfs: str, bpffs: str
+) -> None:
+    assert main(["bpf", "pin"]) == 0
+    try:
+        as_root = dump("--debugfs-root", no_debugfs, "--bpf-iter", DEFAULT_PIN)
+        assert as_root["sources"]["bpf"] == "ok"
+        _same_listing(as_root, reference, scene)
+        assert holders(as_root) == holders(reference)
+        code, out, err = run_as(NOBODY, ["dump", "--debugfs-root", no_debugfs])
+        assert code == 0, err
+        assert "Traceback" not in err
+        doc = json.loads(out)
+        assert doc["sources"]["bpf"] == "ok"  # ours could not load (not root): the pin at Android's path
+        assert doc["sources"]["bpf_holders"] == f"unavailable: {NEEDS_ROOT}"
+        assert listed(doc) == listed(reference)  # every buffer, with no privilege
+        for role in ROLES:
+            assert scene.expected[role].inode in listed(doc), role
+        # The scene's processes are root's: nobody may not read them, and a process that can't be
+        # read may hold any buffer no other was seen holding. So which are the kernel's only is
+        # unknown, not guessed.
+        assert scene.pids["scene-owner"] in doc["denied_pids"]
+        assert doc["totals"]["kernel_only_bytes"] is None
+    finally:
+        assert main(["bpf", "unpin"]) == 0
+
+
+def test_the_iterator_counts_the_fences_bufinfo_prints(scene: Scene) -> None:
+    """What decides whether bufinfo must be read: a buffer with fences in its reservation list."""
+    scene.attach_fresh_fence()
+    with BpfSource() as bpf:
+        listing = bpf.buffer_listing()
+        ours = {b.inode: b.fences for b in bpf.buffers()}
+    with open(BUFINFO, "rb") as f:
+        fenced = {e.inode for e in parse_bufinfo(f.read()).entries if e.fences}
+    assert {scene.expected["fenced"].inode, scene.expected["signaled"].inode} <= fenced
+    assert {i for i, n in ours.items() if n} == fenced
+    assert listing.fenced == len(fenced) and listing.crowded == 0
+
+
+def test_the_dmabuf_iterator_and_bufinfo_agree_under_churn(tmp_path: Path) -> None:
+    """Buffer by buffer, while 100 processes make, pass and free buffers: every buffer listed by
+    both bufinfo reads around an iterator read is in it, as bufinfo lists it; every buffer in it
+    is in one of the two bufinfo reads (a buffer lives 2 s or more in the churn)."""
+    compared = came_or_went = 0
+    with churn(tmp_path), BpfSource() as bpf:
+        for _ in range(8):
+            before = bufinfo()
+            ours = {b.inode: (b.size_bytes, b.exp_name, b.name) for b in bpf.buffers()}
+            after = bufinfo()
+            stable = {i: v for i, v in before.items() if after.get(i) == v}
+            assert {i: ours.get(i) for i in stable} == stable
+            assert ours.keys() <= before.keys() | after.keys()
+            compared += len(stable)
+            came_or_went += len(before.keys() ^ after.keys())
+    assert compared > 1000 and came_or_went > 0, (compared, came_or_went)
+
+
+if not HAS_DMABUF_ITER:
+    del test_without_debugfs_our_iterator_lists_what_bufinfo_lists
+    del test_a_pin_lists_what_bufinfo_lists_as_root_and_as_nobody
+    del test_the_iterator_counts_the_fences_bufinfo_prints
+    del test_the_dmabuf_iterator_and_bufinfo_agree_under_churn
+
+
+def test_without_the_dmabuf_iterator_bpf_says_why_and_nothing_else_changes(scene: Scene) -> None:
+    doc, walked = bracketed()
+    assert doc["sources"]["bpf"] == f"unavailable: {NO_DMABUF_ITER}"
+    assert doc["sources"]["bpf_holders"] == "ok"
+    same(doc, walked)
+
+
+if HAS_DMABUF_ITER:
+    del test_without_the_dmabuf_iterator_bpf_says_why_and_nothing_else_changes
+
+
+# --- both kernels: holders from the task iterators, as the /proc walk finds them ------------------------
+
+
+def normal(doc: dict[str, Any]) -> dict[str, Any]:
+    """A dump without what may differ between two honest dumps of the same scene: the time, the
+    sources, where a size came from, and a fence's signalled state (vgem signals after 10 s; a
+    signalled fence prints no timeline nor driver)."""
+    buffers = []
+    for b in doc["buffers"]:
+        b = dict(b, fences=[(f["usage"], f["seqno"], f["context"]) for f in b["fences"]])
+        b.pop("size_source")
+        buffers.append(b)
+    return dict(doc, buffers=buffers, taken_at=None, sources=None)
+
+
+def bracketed() -> tuple[dict[str, Any], dict[str, Any]]:
+    """`dump` between two `dump --no-bpf` that agree (the scene held still), and the first of them."""
+    before = dump("--no-bpf")
+    doc = dump()
+    after = dump("--no-bpf")
+    same(after, before)
+    return doc, before
+
+
+def same(doc: dict[str, Any], other: dict[str, Any]) -> None:
+    """The two dumps alike (normal()), buffer by buffer for a readable failure."""
+    mine, theirs = normal(doc), normal(other)
+    assert [b["inode"] for b in mine["buffers"]] == [b["inode"] for b in theirs["buffers"]]
+    for a, b in zip(mine["buffers"], theirs["buffers"], strict=True):
+        assert a == b
+    assert mine == theirs
+
+
+def test_bpf_holders_give_what_the_proc_walk_gives_on_the_scene(scene: Scene) -> None:
+    doc, walked = bracketed()
+    assert doc["sources"]["bpf_holders"] == "ok"
+    assert doc["sources"]["maps"] == "ok"
+    same(doc, walked)
+    mapped = holders(doc)[scene.expected["mapped"].inode]
+    assert [(h["pid"], h["fds"], h["maps"]) for h in mapped] == [(scene.pids["scene-owner"], [], 1)]
+    assert holders(doc)[scene.expected["imported"].inode] == []
+
+
+@contextlib.contextmanager
+def churn(tmp_path: Path) -> Iterator[None]:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    log = tmp_path / "allocations"
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("churn_load.py")), str(CHURN_PROCESSES), str(log)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        proc.terminate()  # the load kills its whole process group
+        proc.wait(timeout=60)
+
+
+def _held(snap: Snapshot) -> dict[tuple[int, int | None], dict[int, Any]]:
+    """(pid, start_ticks) -> {inode: (fds, maps, mapped bytes)}."""
+    start = {p.pid: p.start_ticks for p in snap.processes}
+    out: dict[tuple[int, int | None], dict[int, Any]] = {}
+    for b in snap.buffers:
+        for h in b.holders:
+            out.setdefault((h.pid, start.get(h.pid)), {})[b.inode] = (h.fds, h.maps, h.mapped_bytes)
+    return out
+
+
+def _listed(snap: Snapshot) -> dict[int, Any]:
+    return {b.inode: (b.size_bytes, b.exporter, b.name, b.holders) for b in snap.buffers}
+
+
+def test_bpf_holders_give_what_the_proc_walk_gives_under_churn(tmp_path: Path) -> None:
+    """Scans with the /proc walk before and after a scan with the task iterators: every process
+    that held the same buffers by the same fds and mappings in both must hold them so in the BPF
+    scan, and every buffer the same in both must be the same in it (a churner keeps its buffers
+    2-4 s; new ones get new inodes, so the same twice means unchanged between)."""
+    walk, bpf = Roots(bpf=False), Roots()
+    processes = buffers = 0
+    with churn(tmp_path):
+        for _ in range(6):
+            a, b, c = collect(walk), collect(bpf), collect(walk)
+            assert b.sources["bpf_holders"] == "ok" and a.sources["bpf_holders"].startswith("unavailable")
+            assert not b.errors and not b.denied_pids
+            held_a, held_b, held_c = _held(a), _held(b), _held(c)
+            for key, mine in held_a.items():
+                if held_c.get(key) == mine:
+                    assert held_b.get(key) == mine, key
+                    processes += 1
+            list_a, list_b, list_c = _listed(a), _listed(b), _listed(c)
+            for inode, value in list_a.items():
+                if list_c.get(inode) == value:
+                    assert list_b.get(inode) == value, inode
+                    buffers += 1
+    assert processes > 100 and buffers > 200, (processes, buffers)
