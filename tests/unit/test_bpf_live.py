@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -257,7 +258,12 @@ def test_a_scan_whose_program_the_verifier_refuses_says_why_and_walks_proc(
     from dmabuf_inspect.scan import snapshot
 
     real_scan = snapshot._Scan.scan_fds
-    monkeypatch.setattr(snapshot._Scan, "scan_fds", lambda self, pid, s: (walked.append(pid), real_scan(self, pid, s)))
+
+    def walk(self: snapshot._Scan, pid: int, s: Any) -> Any:
+        walked.append(pid)
+        return real_scan(self, pid, s)
+
+    monkeypatch.setattr(snapshot._Scan, "scan_fds", walk)
     bpfscan.close_shared()
     try:
         snap = collect()

@@ -46,8 +46,8 @@ def parse(text: str) -> tuple[Samples, dict[str, tuple[str, str]]]:
     return samples, meta
 
 
-def _obs(tree: str, **kw: bool) -> Observation:
-    return observe(Roots.from_tree(str(FIXTURES / tree)), **kw)
+def _obs(tree: str, include_maps: bool = True) -> Observation:
+    return observe(Roots.from_tree(str(FIXTURES / tree)), include_maps=include_maps)
 
 
 def _text(tree: str, options: MetricOptions = DEFAULT_OPTIONS, **kw: bool) -> str:

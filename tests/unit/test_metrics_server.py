@@ -236,9 +236,9 @@ def test_serve_caches_within_min_interval_and_stops_on_sigterm(tmp_path: Path) -
         stamp = _value(first, "dmabuf_scan_timestamp_seconds")
         assert stamp == _value(second, "dmabuf_scan_timestamp_seconds")  # the same scan
         assert _value(first, "dmabuf_bytes") == SERVICES_TOTALS["bytes"]
-        start = time.monotonic()
+        # SIGTERM mid --min-interval 30: exit 0 means it stopped by itself, within stop()'s 10 s
+        # before SIGKILL, not at the interval's end.
         assert s.stop() == 0
-        assert time.monotonic() - start < 5
         assert "Traceback" not in s.stderr_text()
 
 
