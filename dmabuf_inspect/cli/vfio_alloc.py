@@ -74,7 +74,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, *, hold_signals: tuple[signal.Signals, ...]) -> int:
     """Export args.count buffers of args.range of BAR args.region, print them, hold them (as
     alloc does: --hold seconds; by default until Ctrl-C on a terminal, at once otherwise)."""
-    from dmabuf_inspect.cli.commands.alloc import _drain_signals, _wait_for_signal
+    from dmabuf_inspect.cli.commands.alloc import _drain_signals, _hold
 
     check_arguments(args)
     hold: float | None = args.hold
@@ -110,12 +110,7 @@ def run(args: argparse.Namespace, *, hold_signals: tuple[signal.Signals, ...]) -
                 if name is not None:
                     parts.append(f"name {escape(name)}")
                 print("  " + "  ".join(parts))
-            if hold is None:
-                print("holding them until Ctrl-C (or SIGTERM)")
-            elif hold > 0:
-                print(f"holding them for {hold:g} s (Ctrl-C or SIGTERM releases them sooner)")
-            sys.stdout.flush()
-            _wait_for_signal(hold)
+            _hold(hold)
         return 0
     finally:
         _drain_signals()

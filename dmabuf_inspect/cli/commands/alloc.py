@@ -217,6 +217,16 @@ def _wait_for_signal(seconds: float | None) -> int | None:
     return None if info is None else info.si_signo
 
 
+def _hold(seconds: float | None) -> None:
+    """Say how long the buffers are held, then hold them: until SIGINT/SIGTERM, or `seconds`."""
+    if seconds is None:
+        print("holding them until Ctrl-C (or SIGTERM)")
+    elif seconds > 0:
+        print(f"holding them for {seconds:g} s (Ctrl-C or SIGTERM releases them sooner)")
+    sys.stdout.flush()
+    _wait_for_signal(seconds)
+
+
 def _drain_signals() -> None:
     while signal.sigpending() & set(_HOLD_SIGNALS):
         signal.sigtimedwait(_HOLD_SIGNALS, 0)
@@ -290,12 +300,7 @@ def run(args: argparse.Namespace) -> int:
             )
             for buf in bufs:
                 print(f"  {describe(buf, name=name, mapped=args.map)}")
-            if hold is None:
-                print("holding them until Ctrl-C (or SIGTERM)")
-            elif hold > 0:
-                print(f"holding them for {hold:g} s (Ctrl-C or SIGTERM releases them sooner)")
-            sys.stdout.flush()
-            _wait_for_signal(hold)
+            _hold(hold)
         return 0
     finally:
         _drain_signals()
