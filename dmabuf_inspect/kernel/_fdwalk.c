@@ -5,6 +5,10 @@
  * meanwhile) is skipped. The walk runs without the GIL and builds no Python object per fd it
  * drops; in Python, os.stat() makes an os.stat_result for every fd.
  * Optional: dmabuf_inspect.fdwalk does the same with os.stat() when this is not built.
+ *
+ * bpf(cmd, attr, pointers) -> int: the bpf(2) system call for kernel/bpf/syscall.py, which
+ * otherwise calls it through ctypes (whose import costs a whole-process `dump` more than the
+ * calls themselves under TCG).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -14,7 +18,9 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 typedef struct {
@@ -328,6 +334,59 @@ static PyObject *weave(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* bpf(cmd, attr, pointers) -> int: syscall(__NR_bpf, cmd, attr, len(attr)). `attr` is a writable
+ * buffer (a bytearray, union bpf_attr); `pointers` a tuple of (offset, buffer) pairs: each
+ * buffer's address is written into attr at offset (a u64, as the kernel's __aligned_u64 fields)
+ * and the buffers are held while the call runs. The kernel writes only into buffers it is given
+ * to write (the verifier's log: pass a bytearray). Errors: OSError with the call's errno. */
+#define BPF_POINTERS_MAX 8
+
+static PyObject *sys_bpf(PyObject *self, PyObject *args) {
+    int cmd;
+    Py_buffer attr;
+    PyObject *pointers;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iw*O!:bpf", &cmd, &attr, &PyTuple_Type, &pointers)) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(pointers), held = 0;
+    Py_buffer views[BPF_POINTERS_MAX];
+    PyObject *result = NULL;
+    if (n > BPF_POINTERS_MAX) {
+        PyErr_SetString(PyExc_ValueError, "bpf: at most 8 pointers");
+        goto done;
+    }
+    for (; held < n; held++) {
+        Py_ssize_t offset;
+        PyObject *pair = PyTuple_GET_ITEM(pointers, held);
+        if (!PyTuple_Check(pair) || !PyArg_ParseTuple(pair, "ny*:bpf pointer", &offset, &views[held])) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "bpf: pointers are (offset, buffer) pairs");
+            goto done;
+        }
+        if (offset < 0 || offset % 8 || (size_t)offset + 8 > (size_t)attr.len) {
+            PyBuffer_Release(&views[held]);
+            PyErr_SetString(PyExc_ValueError, "bpf: a pointer's offset is outside attr, or not 8-aligned");
+            goto done;
+        }
+        uint64_t address = (uint64_t)(uintptr_t)views[held].buf;
+        memcpy((char *)attr.buf + offset, &address, sizeof address);
+    }
+    long ret;
+    int saved;
+    Py_BEGIN_ALLOW_THREADS
+    ret = syscall(__NR_bpf, cmd, attr.buf, (unsigned int)attr.len);
+    saved = errno;
+    Py_END_ALLOW_THREADS
+    if (ret < 0) {
+        errno = saved;
+        PyErr_SetFromErrno(PyExc_OSError);
+    } else {
+        result = PyLong_FromLong(ret);
+    }
+done:
+    for (Py_ssize_t i = 0; i < held; i++) PyBuffer_Release(&views[i]);
+    PyBuffer_Release(&attr);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"fds_by_inode", fds_by_inode, METH_VARARGS,
      "fds_by_inode(dirfd, dev) -> {inode: fds}: the entries of an open /proc/PID/fd directory\n"
@@ -337,11 +396,15 @@ static PyMethodDef methods[] = {
      "weave(pieces, rows, sep, nested={}) -> str: pieces[0] row[0] pieces[1] ... pieces[n] for each\n"
      "row, rows separated by sep (str as is, int in decimal, None as null, a tuple of ints joined\n"
      "by ',', a column k of nested woven as rows with nested[k] and ','); ASCII only."},
+    {"bpf", sys_bpf, METH_VARARGS,
+     "bpf(cmd, attr, pointers) -> int: bpf(2) on the bytearray attr, with the address of each\n"
+     "buffer of pointers ((offset, buffer), ...) written into attr at its offset first;\n"
+     "OSError with the errno."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fdwalk", "The fd-table walk of a live scan, and the JSON writer's weave(), in C.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_fdwalk", "The fd-table walk of a live scan, the JSON writer's weave() and bpf(2), in C.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

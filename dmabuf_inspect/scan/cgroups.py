@@ -20,11 +20,12 @@ in the group None ("unknown").
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
+from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
 from dmabuf_inspect.exporters import is_device_memory
 from dmabuf_inspect.kernel.cgroup import unit_of
-from dmabuf_inspect.model import Snapshot
+from dmabuf_inspect.model import Buffer, Snapshot
 from dmabuf_inspect.textsafe import json_name
 
 K = TypeVar("K", bound=Hashable)
@@ -81,15 +82,27 @@ def group_totals(snap: Snapshot, group_of: Callable[[int], K | None]) -> list[Gr
     # group -> [buffers, bytes, pss, shared buffers, shared bytes, device bytes, device pss]
     acc: dict[K | None, list[int]] = {}
     shared: dict[K | None, list[int]] = {}
-    device_of: dict[str, bool] = {}
-    for b in snap.buffers:
-        holders = b.holders
+    buffers = snap.buffers
+    devices = {e for e in set(map(itemgetter(_EXPORTER), buffers)) if is_device_memory(e)}
+    columns = (itemgetter(_HOLDERS), itemgetter(_SIZE), itemgetter(_EXPORTER), itemgetter(_INODE))
+    for holders, size, exporter, inode in zip(*(map(column, buffers) for column in columns), strict=True):
         if not holders:
             continue
-        device = device_of.get(b.exporter)
-        if device is None:
-            device = device_of[b.exporter] = is_device_memory(b.exporter)
-        share = b.size_bytes // len(holders)
+        device = exporter in devices if devices else False
+        if len(holders) == 1:  # most buffers: one process's, its whole size in its group alone
+            pid = holders[0].pid
+            g = group_cache[pid] if pid in group_cache else of(pid)
+            row = acc.get(g)
+            if row is None:
+                row = acc[g] = [0, 0, 0, 0, 0, 0, 0]
+            row[0] += 1
+            row[1] += size
+            row[2] += size
+            if device:
+                row[5] += size
+                row[6] += size
+            continue
+        share = size // len(holders)
         pss: dict[K | None, int] = {}
         for h in holders:
             g = of(h.pid)
@@ -100,15 +113,15 @@ def group_totals(snap: Snapshot, group_of: Callable[[int], K | None]) -> list[Gr
             if row is None:
                 row = acc[g] = [0, 0, 0, 0, 0, 0, 0]
             row[0] += 1
-            row[1] += b.size_bytes
+            row[1] += size
             row[2] += part
             if device:
-                row[5] += b.size_bytes
+                row[5] += size
                 row[6] += part
             if many:
                 row[3] += 1
-                row[4] += b.size_bytes
-                shared.setdefault(g, []).append(b.inode)
+                row[4] += size
+                shared.setdefault(g, []).append(inode)
     out = []
     for g, pids in members.items():
         n, size, pss_bytes, n_shared, shared_size, device_size, device_pss = acc.get(g, [0, 0, 0, 0, 0, 0, 0])
@@ -132,6 +145,7 @@ def group_totals(snap: Snapshot, group_of: Callable[[int], K | None]) -> list[Gr
 
 
 _MISSING = object()
+_INODE, _SIZE, _EXPORTER, _HOLDERS = (Buffer._fields.index(f) for f in ("inode", "size_bytes", "exporter", "holders"))
 
 
 def cgroup_totals(snap: Snapshot, cgroup_of: Mapping[int, str | None]) -> list[CgroupTotal]:

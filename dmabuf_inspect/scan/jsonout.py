@@ -199,6 +199,17 @@ _HOLDER = ('{"pid":', ',"fds":[', '],"maps":', ',"mapped_bytes":', "}")
 
 _JSON_BOOL = {True: "true", False: "false"}
 
+c_weave: Callable[[tuple[str, ...], Iterable[tuple[Any, ...]], str, dict[int, tuple[str, ...]]], str] | None
+try:
+    from dmabuf_inspect.kernel import _fdwalk
+
+    c_weave = _fdwalk.weave
+except ImportError:  # built only where a C compiler was at install time
+    c_weave = None
+_weave = c_weave  # tests set it to None, for the str.join way
+_BUFFER_WOVEN = (*_BUFFER[:-1], "}")
+_HOLDERS_COLUMN = 7
+
 
 def _json_number(value: int | None) -> str:
     return "null" if value is None else int.__repr__(value)
@@ -240,6 +251,29 @@ def buffers_json(buffers: Sequence[Buffer]) -> str:
     if not buffers:
         return ""
     col = dict(zip(Buffer._fields, zip(*buffers, strict=True), strict=True))
+    strings = (
+        _by_value(col["size_source"], encode_str),
+        _by_value(col["exporter"], encode_str),
+        _by_value(col["exporter_class"], encode_str),
+        _by_value(col["name"], _json_name),
+    )
+    tail = (
+        _by_value(col["attachments"], compact),
+        _by_value(col["fences"], lambda fs: compact([_fence(f) for f in fs])),
+    )
+    if _weave is not None:  # the same text, written by C: no str per number, no join
+        rows = zip(
+            col["inode"],
+            col["size_bytes"],
+            *strings,
+            col["count"],
+            col["holders"],
+            *tail,
+            col["kernel_refs"],
+            map(_JSON_BOOL.__getitem__, col["holders_known"]),
+            strict=True,
+        )
+        return _weave(_BUFFER_WOVEN, rows, ",", {_HOLDERS_COLUMN: _HOLDER})
     holders = col["holders"]
     flat = list(chain.from_iterable(holders))
     holder_text: Iterable[str]
@@ -254,14 +288,10 @@ def buffers_json(buffers: Sequence[Buffer]) -> str:
     columns = (
         map(int.__repr__, col["inode"]),
         map(int.__repr__, col["size_bytes"]),
-        _by_value(col["size_source"], encode_str),
-        _by_value(col["exporter"], encode_str),
-        _by_value(col["exporter_class"], encode_str),
-        _by_value(col["name"], _json_name),
+        *strings,
         _numbers(col["count"]),
         holder_text,
-        _by_value(col["attachments"], compact),
-        _by_value(col["fences"], lambda fs: compact([_fence(f) for f in fs])),
+        *tail,
         _numbers(col["kernel_refs"]),
         map(_JSON_BOOL.__getitem__, col["holders_known"]),
     )

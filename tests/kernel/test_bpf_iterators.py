@@ -196,7 +196,7 @@ if not HAS_DMABUF_ITER:
 
 def test_a_refused_program_gives_the_verifiers_line() -> None:
     layout = load_layout()
-    wrong = programs.Layout.from_json(layout.to_json() | {"inode_i_ino": 1 << 14})  # far past struct inode's end
+    wrong = layout._replace(inode_i_ino=1 << 14)  # far past struct inode's end
     assert layout.task_file_iter_id is not None
     with pytest.raises(VerifierError) as caught:
         BpfIterator("task_file", programs.task_file_records(wrong), layout.task_file_iter_id)

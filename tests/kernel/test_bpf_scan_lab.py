@@ -325,9 +325,13 @@ def test_bpf_holders_give_what_the_proc_walk_gives_under_churn(tmp_path: Path) -
     """Scans with the /proc walk before and after a scan with the task iterators: every process
     that held the same buffers by the same fds and mappings in both must hold them so in the BPF
     scan, and every buffer the same in both must be the same in it (a churner keeps its buffers
-    2-4 s; new ones get new inodes, so the same twice means unchanged between)."""
+    2-4 s; new ones get new inodes, so the same twice means unchanged between).
+
+    The BPF scan may see more holders than the walks around it, never fewer or different ones:
+    a buffer received over a socket and closed at once, or inherited by a short-lived fork, is
+    held only between the two walks (CI saw pid 473 hold its partner's buffer that way)."""
     walk, bpf = Roots(bpf=False), Roots()
-    processes = buffers = 0
+    processes = buffers = transient = 0
     with churn(tmp_path):
         for _ in range(6):
             a, b, c = collect(walk), collect(bpf), collect(walk)
@@ -336,11 +340,18 @@ def test_bpf_holders_give_what_the_proc_walk_gives_under_churn(tmp_path: Path) -
             held_a, held_b, held_c = _held(a), _held(b), _held(c)
             for key, mine in held_a.items():
                 if held_c.get(key) == mine:
-                    assert held_b.get(key) == mine, key
+                    seen = held_b.get(key, {})
+                    assert {inode: seen.get(inode) for inode in mine} == mine, key
+                    transient += len(seen) - len(mine)
                     processes += 1
             list_a, list_b, list_c = _listed(a), _listed(b), _listed(c)
             for inode, value in list_a.items():
                 if list_c.get(inode) == value:
-                    assert list_b.get(inode) == value, inode
+                    size, exporter, name, walked = value
+                    assert inode in list_b, inode
+                    b_size, b_exporter, b_name, b_holders = list_b[inode]
+                    assert (b_size, b_exporter, b_name) == (size, exporter, name), inode
+                    by_pid = {h.pid: h for h in b_holders}
+                    assert [by_pid.get(h.pid) for h in walked] == list(walked), inode
                     buffers += 1
-    assert processes > 100 and buffers > 200, (processes, buffers)
+    assert processes > 100 and buffers > 200, (processes, buffers, transient)

@@ -142,8 +142,10 @@ def test_programs_stay_small_use_the_stack_within_512_bytes_and_end_in_exit(prog
     assert frame and min(frame) >= -512 and max(frame) < 0
 
 
-def test_the_layout_round_trips_through_json() -> None:
-    assert programs.Layout.from_json(LAYOUT.to_json()) == LAYOUT
+def test_the_layout_round_trips_through_the_cache_text() -> None:
+    from dmabuf_inspect.kernel.bpf import source
+
+    assert source.parse_layout_text(source.layout_text(LAYOUT)) == LAYOUT
 
 
 def test_the_record_formats_are_the_sizes_the_programs_write() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from dmabuf_inspect.kernel.bpf import programs, source
+from dmabuf_inspect.kernel.bpf import programs, source, syscall
 from dmabuf_inspect.kernel.bpf.records import parse_fd_records, parse_vma_records
 from dmabuf_inspect.kernel.bpf.syscall import NEEDS_ROOT, VerifierError
 
@@ -50,6 +50,16 @@ def layout() -> programs.Layout:
     return source.load_layout()
 
 
+@pytest.fixture(params=["c", "ctypes"])
+def call(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """bpf(2) through the C extension, and through ctypes (where it is not built)."""
+    if request.param == "c":
+        assert syscall._c_bpf is not None, "the C extension is built for the tests (tests/run.sh installs gcc)"
+    else:
+        monkeypatch.setattr(syscall, "_call", syscall._ctypes_bpf)
+    return str(request.param)
+
+
 def _my_pipes() -> dict[int, tuple[int, ...]]:
     """This process's pipe fds by inode, as /proc/self/fd shows them."""
     held: dict[int, list[int]] = {}
@@ -63,7 +73,7 @@ def _my_pipes() -> dict[int, tuple[int, ...]]:
     return {inode: tuple(fds) for inode, fds in held.items()}
 
 
-def test_task_file_finds_this_processs_pipes_by_inode(layout: programs.Layout) -> None:
+def test_task_file_finds_this_processs_pipes_by_inode(layout: programs.Layout, call: str) -> None:
     r1, w1 = os.pipe()
     r2, w2 = os.pipe()
     extra = os.dup(r1)
@@ -136,8 +146,8 @@ def test_task_vma_finds_this_processs_memfd_mappings(layout: programs.Layout) ->
     assert {p for _, _, p, _ in ours} == {"rw-s", "r--s"}
 
 
-def test_a_program_the_verifier_refuses_is_one_line_with_its_reason(layout: programs.Layout) -> None:
-    wrong = programs.Layout.from_json(layout.to_json() | {"inode_i_ino": 1 << 14})
+def test_a_program_the_verifier_refuses_is_one_line_with_its_reason(layout: programs.Layout, call: str) -> None:
+    wrong = layout._replace(inode_i_ino=1 << 14)
     assert layout.task_file_iter_id is not None
     with pytest.raises(VerifierError) as caught:
         source.Iterator("task_file", programs.task_file_records(wrong, PIPEFS_MAGIC), layout.task_file_iter_id)
@@ -251,7 +261,7 @@ def test_a_scan_whose_program_the_verifier_refuses_says_why_and_walks_proc(
     from dmabuf_inspect.scan import bpfscan
     from dmabuf_inspect.scan.snapshot import collect
 
-    wrong = programs.Layout.from_json(layout.to_json() | {"inode_i_ino": 1 << 14})
+    wrong = layout._replace(inode_i_ino=1 << 14)
     real = programs.task_file_records
     monkeypatch.setattr(programs, "task_file_records", lambda _layout, magic=programs.DMA_BUF_MAGIC: real(wrong, magic))
     walked: list[int] = []

@@ -6,11 +6,13 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dmabuf_inspect.errors import DmabufInspectError
 from dmabuf_inspect.kernel.bpf import source, syscall
+from dmabuf_inspect.kernel.bpf.programs import Layout
 from dmabuf_inspect.kernel.bpf.syscall import NEEDS_ROOT, BpfError, VerifierError, verifier_reason
 
 # A real refusal (6.18), trimmed: the reason is the line before the statistics.
@@ -118,14 +120,75 @@ def test_layout_cache_keeps_a_parse_per_btf(tmp_path: Path) -> None:
         pytest.skip("this kernel has no BTF")
     source._layouts.clear()  # what another test loaded: this one parses
     first = source.load_layout(cache_dir=str(tmp_path))
-    (cached,) = tmp_path.glob("bpf-layout-*.json")
+    (cached,) = tmp_path.glob("bpf-layout-*.txt")
     boot = Path(source.BOOT_ID).read_text().strip()
     assert cached.name.startswith(f"bpf-layout-{boot}-")
     source._layouts.clear()
     assert source.load_layout(cache_dir=str(tmp_path)) == first  # read back from the file
-    cached.write_text("{not json")
+    cached.write_text("{not a layout")
     source._layouts.clear()
     assert source.load_layout(cache_dir=str(tmp_path)) == first  # a broken cache is parsed anew
+
+
+def test_layout_text_reads_back_and_refuses_anything_else() -> None:
+    layout = Layout._make([7] * len(Layout._fields))._replace(
+        dmabuf_iter_id=None, file_count_is_ref=True, ctx_dmabuf=-8
+    )
+    text = source.layout_text(layout)
+    assert text.startswith(source.LAYOUT_SCHEMA + "\n")
+    assert source.parse_layout_text(text) == layout
+    lines = text.splitlines(keepends=True)
+    broken = [
+        "dmabuf-inspect-bpf-layout/2\n" + "".join(lines[1:]),  # another schema
+        "".join(lines[:-1]),  # a field missing
+        "".join(lines) + lines[-1],  # a field twice
+        "".join(lines) + "no_such_field 1\n",
+        text.replace(" None\n", " nil\n", 1),
+        text.replace(" 7\n", " 7.5\n", 1),
+        "",
+    ]
+    for bad in broken:
+        assert source.parse_layout_text(bad) is None, bad
+
+
+def test_the_c_call_writes_each_pointer_into_attr_and_gives_the_errno() -> None:
+    import ctypes
+    import struct
+
+    from dmabuf_inspect.kernel import _fdwalk
+
+    log = bytearray(64)
+    for pointers, errnos in [((), (errno.EBADF, errno.EPERM)), (((8, log),), (errno.EINVAL, errno.EPERM))]:
+        # BPF_ITER_CREATE on a link fd that is not open; with a pointer where ITER_CREATE has no
+        # field, which a kernel refuses (a field it does not know must be 0)
+        attr = syscall._attr((0, "I", 2**31 - 1))
+        with pytest.raises(OSError) as c_error:
+            _fdwalk.bpf(syscall.ITER_CREATE, attr, pointers)
+        for offset, buf in pointers:
+            address = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+            assert struct.unpack_from("<Q", attr, offset)[0] == address
+        with pytest.raises(OSError) as ctypes_error:
+            syscall._ctypes_bpf(syscall.ITER_CREATE, syscall._attr((0, "I", 2**31 - 1)), pointers)
+        assert c_error.value.errno == ctypes_error.value.errno and c_error.value.errno in errnos
+
+
+@pytest.mark.parametrize(
+    ("attr", "pointers", "error"),
+    [
+        (bytearray(16), ((16, b"x"),), ValueError),  # past the end of attr
+        (bytearray(16), ((4, b"x"),), ValueError),  # not where a u64 can be
+        (bytearray(16), ((-8, b"x"),), ValueError),
+        (bytearray(144), tuple((0, b"x") for _ in range(9)), ValueError),
+        (bytearray(16), ((0,),), TypeError),
+        (bytearray(16), ((0, "text"),), TypeError),
+        (b"\0" * 16, (), TypeError),  # attr must be writable
+    ],
+)
+def test_the_c_call_refuses_what_it_cannot_pass(attr: Any, pointers: Any, error: type[Exception]) -> None:
+    from dmabuf_inspect.kernel import _fdwalk
+
+    with pytest.raises(error):
+        _fdwalk.bpf(syscall.ITER_CREATE, attr, pointers)
 
 
 def test_a_missing_btf_is_the_kernels_config(tmp_path: Path) -> None:

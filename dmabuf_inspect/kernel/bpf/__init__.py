@@ -1,8 +1,9 @@
 """BPF as a source: every buffer without debugfs, every holder without walking /proc (issue 14).
 
 No compiler and no library at run time: the programs are assembled here (asm.py) with offsets and
-type ids from the kernel's BTF (btf.py, programs.py) and loaded with bpf(2) through ctypes
-(syscall.py); what they print is parsed by pure functions (records.py). The entry points:
+type ids from the kernel's BTF (btf.py, programs.py) and loaded with bpf(2) (syscall.py: through
+the C extension, or ctypes where it is not built); what they print is parsed by pure functions
+(records.py). The entry points:
 
     with BpfSource(cache_dir=...) as bpf:     source.py
         bpf.buffers()   -> list[BpfBuffer]    iter/dmabuf, 6.16+: every buffer, held or not

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from array import array
 from collections.abc import Iterable
 from itertools import compress, count
 from operator import itemgetter
@@ -111,6 +110,8 @@ class Btf:
             raise BtfError(f"{source}: truncated ({len(data)} bytes, its header says {strings_at + str_len})")
         if type_len % 4 or types_at % 4:
             raise BtfError(f"{source}: type section not aligned to 4 bytes")
+        from array import array  # only when BTF is parsed: a scan reads the layout from its cache
+
         self._words = array("I")
         self._words.frombytes(data[types_at : types_at + type_len])
         if (order == "little") != (sys.byteorder == "little"):

@@ -18,7 +18,7 @@ kernel's own (the initial pid namespace).
 """
 
 import struct
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from dmabuf_inspect.kernel.bpf.asm import (
     DW,
@@ -249,13 +249,6 @@ class Layout(NamedTuple):
             dma_resv_fences=fences,
             dma_resv_list_num_fences=num_fences,
         )
-
-    def to_json(self) -> dict[str, Any]:
-        return self._asdict()
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Layout":
-        return cls(**data)
 
 
 def _zero(a: Asm, start: int, length: int) -> None:

@@ -16,12 +16,9 @@ CAP_PERFMON (root)", "bpffs not mounted ...", or the verifier's line.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import json
 import os
 import re
-import zlib
 from typing import NamedTuple
 
 from dmabuf_inspect.errors import DmabufInspectError
@@ -52,7 +49,7 @@ NO_DMABUF_ITER = "kernel has no dma-buf BPF iterator (6.16+)"
 NO_TASK_FILE = "kernel has no task_file BPF iterator (5.8+)"
 NO_TASK_VMA = "kernel has no task_vma BPF iterator (5.12+)"
 NO_BTF = f"kernel has no BTF ({VMLINUX}, CONFIG_DEBUG_INFO_BTF)"
-LAYOUT_SCHEMA = "dmabuf-inspect-bpf-layout/2"
+LAYOUT_SCHEMA = "dmabuf-inspect-bpf-layout/3"
 BTF_LIMIT = 1 << 28  # read whole: vmlinux BTF is 5-6 MB
 ANDROID_RECORD_MAX = 2 * 21 + 32 + 64  # two numbers, a name, an exporter, with their newlines
 
@@ -147,16 +144,18 @@ def _layout_key(btf_path: str) -> str | None:
 def load_layout(btf_path: str = VMLINUX, cache_dir: str | None = None) -> Layout:
     """The Layout of the kernel whose BTF is at `btf_path`. Parsing BTF takes 40-100 ms (5 MB,
     130 000 types; seconds under TCG): the result is kept for the process, and in `cache_dir`
-    when one is given, as bpf-layout-BOOTID-SIZE.json for the running kernel (found again without
+    when one is given, as bpf-layout-BOOTID-SIZE.txt for the running kernel (found again without
     reading BTF), else under the BTF's size and CRC-32."""
     key = _layout_key(btf_path)
     data = None
     if key is None:
+        import zlib  # only for a BTF file other than the running kernel's
+
         data = _read_btf(btf_path)
         key = f"{len(data)}-{zlib.crc32(data):08x}"
     if key in _layouts:
         return _layouts[key]
-    path = os.path.join(cache_dir, f"bpf-layout-{key}.json") if cache_dir else None
+    path = os.path.join(cache_dir, f"bpf-layout-{key}.txt") if cache_dir else None
     layout = _read_cached(path) if path else None
     if layout is None:
         try:
@@ -164,7 +163,7 @@ def load_layout(btf_path: str = VMLINUX, cache_dir: str | None = None) -> Layout
         except BtfError as exc:
             raise BpfUnavailable(str(exc)) from None
         if path is not None:
-            _write_json(path, {"schema": LAYOUT_SCHEMA, "key": key, "layout": layout.to_json()})
+            _write_cache(path, layout_text(layout))
     _layouts[key] = layout
     return layout
 
@@ -178,25 +177,55 @@ def _read_btf(btf_path: str) -> bytes:
         raise BpfUnavailable(f"{btf_path}: {exc.strerror}") from None
 
 
+# The cache file: the schema's line, then one `field value` line per Layout field (a number,
+# None, True or False). Plain text: reading JSON would import the json package, which costs a
+# whole-process `dump` more under TCG than the rest of the cache.
+_LAYOUT_VALUES = {"None": None, "True": True, "False": False}
+
+
+def layout_text(layout: Layout) -> str:
+    return "".join([f"{LAYOUT_SCHEMA}\n", *(f"{k} {v!r}\n" for k, v in layout._asdict().items())])
+
+
+def parse_layout_text(text: str) -> Layout | None:
+    """The Layout that layout_text() wrote; None for anything else (another schema, a field
+    missing, unknown or repeated, a value that is no number, None, True or False)."""
+    head, _, body = text.partition("\n")
+    if head != LAYOUT_SCHEMA:
+        return None
+    fields: dict[str, int | bool | None] = {}
+    for line in body.splitlines():
+        name, _, value = line.partition(" ")
+        if name in fields or name not in Layout._fields:
+            return None
+        if value in _LAYOUT_VALUES:
+            fields[name] = _LAYOUT_VALUES[value]
+        elif value.isdigit() or (value[:1] == "-" and value[1:].isdigit()):
+            fields[name] = int(value)
+        else:
+            return None
+    if fields.keys() != set(Layout._fields):
+        return None
+    return Layout(**fields)  # type: ignore[arg-type]
+
+
 def _read_cached(path: str) -> Layout | None:
     try:
-        with open(path) as f:
-            doc = json.load(f)
-        return Layout.from_json(doc["layout"]) if doc.get("schema") == LAYOUT_SCHEMA else None
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        with open(path, "rb") as f:
+            return parse_layout_text(f.read(1 << 16).decode("ascii"))
+    except (OSError, ValueError):
         return None
 
 
-def _write_json(path: str, doc: object) -> None:
+def _write_cache(path: str, text: str) -> None:
     """Atomically, and silently not at all where the directory can't be written."""
-    import tempfile  # only when the cache is written: with shutil and random, a tenth of `dump`'s imports
-
     with contextlib.suppress(OSError):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".bpf-layout-")
+        tmp = f"{path}.{os.getpid()}.tmp"  # one writer per process; os.replace() makes it whole
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(doc, f)
+                f.write(text)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -413,13 +442,13 @@ def read_pinned(path: str = DEFAULT_PIN) -> AndroidRead:
     return parse_android(data)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
 def fs_magic(path: str) -> int:
     """statfs(path).f_type; OSError when it fails."""
+    import ctypes  # only for a pin: a scan with our own iterators never needs it
+
+    libc = ctypes.CDLL(None, use_errno=True)
     buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
-    if _libc.statfs(os.fsencode(path), buf) != 0:
+    if libc.statfs(os.fsencode(path), buf) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), path)
     return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF

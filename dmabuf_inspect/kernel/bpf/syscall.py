@@ -1,4 +1,4 @@
-"""bpf(2) through ctypes: the commands an iterator needs, and what their errors mean.
+"""bpf(2): the commands an iterator needs, and what their errors mean.
 
     prog_load(insns, attach_btf_id)  BPF_PROG_LOAD, BPF_PROG_TYPE_TRACING / BPF_TRACE_ITER
     link_create(prog_fd)             BPF_LINK_CREATE: the iterator link (pinnable)
@@ -8,17 +8,19 @@
                                      bpf_seq_printf (ARG_PTR_TO_CONST_STR since 5.13)
 
 `union bpf_attr` is built as bytes at the offsets of include/uapi/linux/bpf.h (tests pin them).
+The call itself is kernel/_fdwalk.c's bpf() where the C extension is built, else ctypes' syscall().
 Every error is a BpfError carrying the errno and one line: the step, and what it most likely
 means. A refused program is a VerifierError with the verifier's own line and its whole log.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import re
 import struct
+from collections.abc import Callable
+from typing import Any
 
 from dmabuf_inspect.errors import DmabufInspectError
 
@@ -54,8 +56,17 @@ LOG_BYTES = 1 << 20
 # for size; EACCES is also a missing privilege, told apart by an empty log.
 _VERIFIER_ERRNOS = frozenset((errno.EINVAL, errno.EACCES, errno.E2BIG, errno.ENOSPC))
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+# (offset in bpf_attr, buffer): a pointer field, and what it points to while the call runs. The
+# kernel writes only into a buffer it is told to (the verifier's log: a bytearray).
+Pointers = tuple[tuple[int, bytes | bytearray], ...]
+_c_bpf: Callable[[int, bytearray, Pointers], int] | None
+try:
+    from dmabuf_inspect.kernel import _fdwalk
+
+    _c_bpf = _fdwalk.bpf
+except ImportError:  # built only where a C compiler was at install time
+    _c_bpf = None
+_call = _c_bpf  # tests set it to _ctypes_bpf
 
 
 class BpfError(DmabufInspectError, OSError):
@@ -95,17 +106,46 @@ def sys_bpf_number(machine: str | None = None) -> int | None:
     return SYS_BPF.get(machine or os.uname().machine)
 
 
-def bpf(cmd: int, attr: bytearray, step: str) -> int:
-    """bpf(cmd, attr): the result, or BpfError for `step`."""
+def bpf(cmd: int, attr: bytearray, step: str, pointers: Pointers = ()) -> int:
+    """bpf(cmd, attr), with each of `pointers` written into attr first: the result, or BpfError for `step`."""
+    try:
+        return (_ctypes_bpf if _call is None else _call)(cmd, attr, pointers)
+    except OSError as exc:
+        code = exc.errno or errno.EINVAL
+        if code == errno.ENOSYS and sys_bpf_number() is None:
+            raise BpfError(f"{step}: bpf(2) is not known on {os.uname().machine}", code) from None
+        raise BpfError(_cause(step, code), code) from None
+
+
+def _ctypes_bpf(cmd: int, attr: bytearray, pointers: Pointers) -> int:
+    """_fdwalk.bpf() through ctypes: the same call, where the C extension is not built."""
+    import ctypes
+
     number = sys_bpf_number()
     if number is None:
-        raise BpfError(f"{step}: bpf(2) is not known on {os.uname().machine}", errno.ENOSYS)
-    buf = (ctypes.c_char * len(attr)).from_buffer(attr)
-    ret = _libc.syscall(ctypes.c_long(number), ctypes.c_int(cmd), buf, ctypes.c_uint(len(attr)))
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+    held = []
+    for offset, buf in pointers:
+        c_buf = (
+            (ctypes.c_char * len(buf)).from_buffer(buf)
+            if isinstance(buf, bytearray)
+            else ctypes.create_string_buffer(bytes(buf), len(buf))
+        )
+        held.append(c_buf)
+        struct.pack_into("<Q", attr, offset, ctypes.addressof(c_buf))
+    if not _libc:
+        _libc.append(ctypes.CDLL(None, use_errno=True))
+        _libc[0].syscall.restype = ctypes.c_long
+    libc = _libc[0]
+    c_attr = (ctypes.c_char * len(attr)).from_buffer(attr)
+    ret = libc.syscall(ctypes.c_long(number), ctypes.c_int(cmd), c_attr, ctypes.c_uint(len(attr)))
     if ret < 0:
         code = ctypes.get_errno()
-        raise BpfError(_cause(step, code), code)
-    return int(ret)
+        raise OSError(code, os.strerror(code))
+    return int(ret)  # `held` kept the buffers alive until here
+
+
+_libc: list[Any] = []  # ctypes.CDLL(None), opened on the first call
 
 
 def _attr(*fields: tuple[int, str, int]) -> bytearray:
@@ -114,10 +154,6 @@ def _attr(*fields: tuple[int, str, int]) -> bytearray:
     for offset, fmt, value in fields:
         struct.pack_into("<" + fmt, attr, offset, value)
     return attr
-
-
-def _address(buf: ctypes.Array[ctypes.c_char]) -> int:
-    return ctypes.addressof(buf)
 
 
 _TRACE_LINE = re.compile(
@@ -141,26 +177,24 @@ def prog_load(
 ) -> int:
     """Load a BPF_TRACE_ITER program; its fd. A refusal is a VerifierError: the program is
     loaded again with the log on (a log costs verifier time: only when it is needed)."""
-    insn_buf = ctypes.create_string_buffer(insns, len(insns))
-    lic = ctypes.create_string_buffer(license.encode())
-    log = ctypes.create_string_buffer(LOG_BYTES if with_log else 0)
+    log = bytearray(LOG_BYTES if with_log else 0)
     fields = [
         (0, "I", PROG_TYPE_TRACING),
         (4, "I", len(insns) // 8),
-        (8, "Q", _address(insn_buf)),
-        (16, "Q", _address(lic)),
         (68, "I", TRACE_ITER),
         (108, "I", attach_btf_id),
     ]
+    pointers: Pointers = ((8, insns), (16, license.encode() + b"\0"))
     if with_log:
-        fields += [(24, "I", 1), (28, "I", LOG_BYTES), (32, "Q", _address(log))]
+        fields += [(24, "I", 1), (28, "I", LOG_BYTES)]
+        pointers += ((32, log),)
     attr = _attr(*fields)
     attr[48 : 48 + 15] = name.encode()[:15].ljust(15, b"\0")
     try:
-        return bpf(PROG_LOAD, attr, f"loading the {name} program")
+        return bpf(PROG_LOAD, attr, f"loading the {name} program", pointers)
     except BpfError as exc:
         if with_log:
-            text = log.value.decode("utf-8", "replace")
+            text = bytes(log).split(b"\0", 1)[0].decode("utf-8", "replace")
             if text.strip():
                 raise VerifierError(f"the {name} program", verifier_reason(text), text, exc.errno) from None
             raise
@@ -184,8 +218,7 @@ def iter_create(link_fd: int, name: str) -> int:
 
 
 def obj_pin(fd: int, path: str) -> None:
-    raw = ctypes.create_string_buffer(os.fsencode(path))
-    bpf(OBJ_PIN, _attr((0, "Q", _address(raw)), (8, "I", fd)), f"pinning at {path}")
+    bpf(OBJ_PIN, _attr((8, "I", fd)), f"pinning at {path}", ((0, os.fsencode(path) + b"\0"),))
 
 
 def array_map_frozen(value: bytes, name: str) -> int:
@@ -195,9 +228,8 @@ def array_map_frozen(value: bytes, name: str) -> int:
     attr[28 : 28 + 15] = name.encode()[:15].ljust(15, b"\0")
     fd = bpf(MAP_CREATE, attr, "creating the format string's map")
     try:
-        key = ctypes.create_string_buffer(struct.pack("<I", 0), 4)
-        val = ctypes.create_string_buffer(value, len(value))
-        bpf(MAP_UPDATE_ELEM, _attr((0, "I", fd), (8, "Q", _address(key)), (16, "Q", _address(val))), "writing the map")
+        pointers: Pointers = ((8, struct.pack("<I", 0)), (16, bytes(value)))
+        bpf(MAP_UPDATE_ELEM, _attr((0, "I", fd)), "writing the map", pointers)
         bpf(MAP_FREEZE, _attr((0, "I", fd)), "freezing the map")
     except BaseException:
         os.close(fd)
