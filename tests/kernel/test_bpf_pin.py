@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from as_user import NOBODY, call_as
 from scene import Scene
 
-from dmabuf_inspect.cli.main import _command_modules, main
+from dmabuf_inspect.cli.main import main
 from dmabuf_inspect.ioctl.heaps import heap_alloc
 from dmabuf_inspect.kernel.bpf.records import BpfBuffer
 from dmabuf_inspect.kernel.bpf.source import BPFFS, DEFAULT_PIN, fs_magic, read_pinned
@@ -25,32 +26,7 @@ from dmabuf_inspect.kernel.bpf.syscall import BPF_FS_MAGIC
 from dmabuf_inspect.kernel.bufinfo import parse_bufinfo
 
 pytestmark = pytest.mark.kernel
-NOBODY = 65534
 HAS_DMABUF_ITER = tuple(map(int, os.uname().release.split(".")[:2])) >= (6, 16)
-
-
-def run_as(uid: int, func: object) -> tuple[int, str]:
-    """func() in a forked child that drops to `uid`; (exit code, its str() or the error)."""
-    _command_modules()  # imported before the privileges go
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            out = str(func())  # type: ignore[operator]
-        except BaseException as exc:
-            out, code = f"{type(exc).__name__}: {exc}", 1
-        os.write(w, out.encode())
-        os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        out = f.read().decode()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +89,7 @@ def test_a_pinned_iterator_is_read_by_nobody_as_bufinfo_lists(bpffs: str, capsys
                 got = read_pinned()
                 return json.dumps([list(b) for b in got.buffers] + [got.skipped_lines, got.names_rejoined])
 
-            code, text = run_as(NOBODY, read)
+            code, text = call_as(NOBODY, read)
             assert code == 0, text
             *rows, skipped, rejoined = json.loads(text)
             assert (skipped, rejoined) == (0, 0)
@@ -123,7 +99,7 @@ def test_a_pinned_iterator_is_read_by_nobody_as_bufinfo_lists(bpffs: str, capsys
             for role in ("mapped", "imported"):  # held by a mapping only, by the kernel only
                 assert scene.expected[role].inode in got
             # the same, through Android's own reading of the format: what `cat` shows
-            code, text = run_as(NOBODY, lambda: Path(DEFAULT_PIN).read_bytes().decode())
+            code, text = call_as(NOBODY, lambda: Path(DEFAULT_PIN).read_bytes().decode())
             assert code == 0 and text.count("\n") == 4 * len(entries)
         finally:
             assert main(["bpf", "unpin"]) == 0
@@ -139,7 +115,7 @@ else:
 
 
 def test_unprivileged_users_cannot_pin(bpffs: str) -> None:
-    code, out = run_as(NOBODY, lambda: main(["bpf", "pin", os.path.join(bpffs, "mine")]))
+    code, out = call_as(NOBODY, lambda: main(["bpf", "pin", os.path.join(bpffs, "mine")]))
     assert (code, out) == (0, "1")
     assert not os.path.exists(os.path.join(bpffs, "mine"))
 

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from as_user import NOBODY, main_as
 from scene import Scene
 
-from dmabuf_inspect.cli.main import _command_modules, main
+from dmabuf_inspect.cli.main import main
 from dmabuf_inspect.kernel.bpf import BpfSource
 from dmabuf_inspect.kernel.bpf.source import BPFFS, DEFAULT_PIN, NO_DMABUF_ITER, fs_magic
 from dmabuf_inspect.kernel.bpf.syscall import BPF_FS_MAGIC, NEEDS_ROOT
@@ -37,7 +38,6 @@ from dmabuf_inspect.model import Snapshot
 from dmabuf_inspect.scan.snapshot import collect
 
 pytestmark = pytest.mark.kernel
-NOBODY = 65534
 BUFINFO = "/sys/kernel/debug/dma_buf/bufinfo"
 HAS_DMABUF_ITER = tuple(map(int, os.uname().release.split(".")[:2])) >= (6, 16)
 CHURN_PROCESSES = int(os.environ.get("CHURN_PROCESSES", "100"))
@@ -53,34 +53,6 @@ def dump(*argv: str) -> dict[str, Any]:
     assert "Traceback" not in err.getvalue()
     doc: dict[str, Any] = json.loads(out.getvalue())
     return doc
-
-
-def run_as(uid: int, argv: list[str]) -> tuple[int, str, str]:
-    """main(argv) in a forked child that drops to `uid`: (exit code, stdout, stderr)."""
-    _command_modules()  # imported before the privileges go
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        pid = os.fork()
-        if pid == 0:
-            code = 99
-            try:
-                sys.stdout = open(out.fileno(), "w", closefd=False)  # noqa: SIM115
-                sys.stderr = open(err.fileno(), "w", closefd=False)  # noqa: SIM115
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
-                code = main(argv)
-            except BaseException:
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        out.seek(0)
-        err.seek(0)
-        return os.waitstatus_to_exitcode(status), out.read(), err.read()
 
 
 def bufinfo() -> dict[int, tuple[int, str, str | None]]:
@@ -179,7 +151,7 @@ def test_a_pin_lists_what_bufinfo_lists_as_root_and_as_nobody(
         assert as_root["sources"]["bpf"] == "ok"
         _same_listing(as_root, reference, scene)
         assert holders(as_root) == holders(reference)
-        code, out, err = run_as(NOBODY, ["dump", "--debugfs-root", no_debugfs])
+        code, out, err = main_as(NOBODY, ["dump", "--debugfs-root", no_debugfs])
         assert code == 0, err
         assert "Traceback" not in err
         doc = json.loads(out)

@@ -3,50 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
+from as_user import NOBODY, main_as
 
-from dmabuf_inspect.cli.main import _command_modules, main
+from dmabuf_inspect.cli.main import main
 from dmabuf_inspect.ioctl.heaps import heap_alloc
 
 pytestmark = pytest.mark.kernel
-NOBODY = 65534
-
-
-def run_as(uid: int, argv: list[str], tmp_path: Path) -> tuple[int, str, str]:
-    """main(argv) in a forked child that drops to `uid`; it inherits this process's fds."""
-    _command_modules()
-    out_path, err_path = tmp_path / "out", tmp_path / "err"
-    with out_path.open("w") as out, err_path.open("w") as err:
-        pid = os.fork()
-        if pid == 0:
-            code = 99
-            try:
-                sys.stdout = open(out.fileno(), "w", closefd=False)  # noqa: SIM115
-                sys.stderr = open(err.fileno(), "w", closefd=False)  # noqa: SIM115
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
-                code = main(argv)
-            except BaseException:
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out_path.read_text(), err_path.read_text()
 
 
 def test_normal_user_sees_own_buffers_denied_once_and_no_debugfs(tmp_path: Path) -> None:
     tmp_path.chmod(0o777)
     with heap_alloc("system", 8192) as buf:
-        code, out, err = run_as(NOBODY, ["dump"], tmp_path)
+        code, out, err = main_as(NOBODY, ["dump"])
     assert code == 0, err
     assert "Traceback" not in err
     doc = json.loads(out)

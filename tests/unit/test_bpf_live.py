@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from as_user import NOBODY, call_as
 
 from dmabuf_inspect.kernel.bpf import programs, source, syscall
 from dmabuf_inspect.kernel.bpf.records import parse_fd_records, parse_vma_records
 from dmabuf_inspect.kernel.bpf.syscall import NEEDS_ROOT, VerifierError
 
 PIPEFS_MAGIC, TMPFS_MAGIC = 0x50495045, 0x01021994  # include/uapi/linux/magic.h
-NOBODY = 65534
 
 
 def _bpf_works() -> str | None:
@@ -156,29 +156,6 @@ def test_a_program_the_verifier_refuses_is_one_line_with_its_reason(layout: prog
     assert source.reason_of(caught.value).startswith("the verifier refused the task_file program: ")
 
 
-def _in_child_as_nobody(func: object) -> tuple[int, str]:
-    """Run func() in a forked child as nobody; (exit code, what it wrote)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            out = str(func())  # type: ignore[operator]
-        except BaseException as exc:
-            out, code = f"{type(exc).__name__}: {exc}", 1
-        os.write(w, out.encode())
-        os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        out = f.read().decode()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out
-
-
 def test_an_unprivileged_user_is_told_it_needs_root() -> None:
     def try_it() -> str:
         with source.BpfSource() as bpf:
@@ -188,7 +165,7 @@ def test_an_unprivileged_user_is_told_it_needs_root() -> None:
                 return exc.reason
         return "loaded"
 
-    code, out = _in_child_as_nobody(try_it)
+    code, out = call_as(NOBODY, try_it)
     assert (code, out) == (0, NEEDS_ROOT)
 
 
@@ -219,7 +196,7 @@ def test_pin_then_read_as_nobody_then_unpin(layout: programs.Layout, bpffs: Path
         assert stat.S_IMODE(os.stat(bpffs / "dmabuf").st_mode) == 0o755
         with pytest.raises(Exception, match="exists"):
             source.pin(path)
-        code, out = _in_child_as_nobody(lambda: len(source.read_pinned(path).buffers))
+        code, out = call_as(NOBODY, lambda: len(source.read_pinned(path).buffers))
         assert code == 0, out
         assert int(out) == len(source.read_pinned(path).buffers)
     finally:
