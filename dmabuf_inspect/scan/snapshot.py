@@ -94,12 +94,13 @@ class _ProcScan:
 class _Holdings:
     """Who holds each inode, filled one process at a time in ascending pid order."""
 
-    __slots__ = ("held", "map_extent", "refs")
+    __slots__ = ("_extent", "_maps", "held", "refs")
 
     def __init__(self) -> None:
         self.held: dict[int, tuple[Holder, ...]] = {}
         self.refs: dict[int, int] = {}  # fds + mappings, all processes
-        self.map_extent: dict[int, tuple[int, str | None]] = {}  # the farthest mapped byte
+        self._maps: list[dict[int, list[MapEntry]]] = []  # each process's mappings by inode
+        self._extent: dict[int, tuple[int, str | None]] | None = None
 
     def add(self, pid: int, pscan: _ProcScan) -> None:
         fds = pscan.fds
@@ -118,17 +119,32 @@ class _Holdings:
     def _add_mapped(
         self, pid: int, pscan: _ProcScan, held: dict[int, tuple[Holder, ...]], refs: dict[int, int]
     ) -> None:
-        fds, extent = pscan.fds, self.map_extent
+        fds, new = pscan.fds, tuple.__new__
+        self._maps.append(pscan.maps)
         for inode, entries in pscan.maps.items():
             f = fds.get(inode, ())
-            mapped = 0
-            for m in entries:
-                mapped += m.end - m.start
-                end = m.offset_bytes + m.end - m.start
-                if end > extent.get(inode, _NO_EXTENT)[0]:
-                    extent[inode] = (end, m.name)
-            held[inode] = (Holder(pid, f, len(entries), mapped),)
+            if len(entries) == 1:  # most mapped buffers: one mapping
+                m = entries[0]
+                held[inode] = (new(Holder, (pid, f, 1, m.end - m.start)),)
+                refs[inode] = len(f) + 1
+                continue
+            mapped = sum(m.end - m.start for m in entries)
+            held[inode] = (new(Holder, (pid, f, len(entries), mapped)),)
             refs[inode] = len(f) + len(entries)
+
+    def map_extent(self, inode: int) -> tuple[int, str | None]:
+        """(the farthest byte any process mapped of `inode`, its mapping's name); (0, None) when none
+        did. The size of a buffer that only mappings show: worked out for all on the first ask."""
+        if self._extent is None:
+            extent: dict[int, tuple[int, str | None]] = {}
+            for maps in self._maps:
+                for i, entries in maps.items():
+                    for m in entries:
+                        end = m.offset_bytes + m.end - m.start
+                        if end > extent.get(i, _NO_EXTENT)[0]:
+                            extent[i] = (end, m.name)
+            self._extent = extent
+        return self._extent.get(inode, _NO_EXTENT)
 
 
 class _Scan:
@@ -583,7 +599,7 @@ class _Buffers:
         elif (sy := self.sysfs.get(inode)) is not None:
             size, size_source, exporter, name, count = sy.size_bytes, "sysfs", sy.exporter_name, None, None
         else:
-            size, name = self.holdings.map_extent.get(inode, (0, None))
+            size, name = self.holdings.map_extent(inode)
             size_source, exporter, count = "maps", "unknown", None
         attachments: tuple[str, ...] = ()
         fences: tuple[Fence, ...] = ()

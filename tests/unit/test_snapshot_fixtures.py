@@ -167,6 +167,18 @@ def test_without_maps_fds_that_account_for_the_whole_count_are_exact() -> None:
     assert got[40003] == (0, True, False)  # count 2 = fds 9 and 5
 
 
+def test_a_buffer_only_mappings_show_is_as_large_as_its_farthest_mapped_byte(tmp_path: Path) -> None:
+    """k6.12 without its bufinfo: 30004 is held by two mappings of pid 1350 only (0x4000 bytes at
+    offset 0, 0xc000 at 0x4000), so nothing but the mappings tells its size and name."""
+    tree = FIXTURES / "k6.12"
+    roots = Roots(
+        proc_root=str(tree / "proc"), sys_root=str(tree / "sys"), debugfs_root=str(tmp_path), dev_root=str(tree / "dev")
+    )
+    (mapped,) = [b for b in collect(roots).buffers if b.inode == 30004]
+    assert (mapped.size_bytes, mapped.size_source, mapped.name) == (0x10000, "maps", "mmap-only")
+    assert [(h.pid, h.fds, h.maps, h.mapped_bytes) for h in mapped.holders] == [(1350, (), 2, 0x10000)]
+
+
 def test_hostile_links_are_said_to_lead_outside_never_denied(capsys: pytest.CaptureFixture[str]) -> None:
     tree = FIXTURES / "hostile-links"
     snap = snap_of("hostile-links")
