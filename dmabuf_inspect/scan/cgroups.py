@@ -89,24 +89,16 @@ def group_totals(snap: Snapshot, group_of: Callable[[int], K | None]) -> list[Gr
         if not holders:
             continue
         device = exporter in devices if devices else False
+        pss: dict[K | None, int]
         if len(holders) == 1:  # most buffers: one process's, its whole size in its group alone
             pid = holders[0].pid
-            g = group_cache[pid] if pid in group_cache else of(pid)
-            row = acc.get(g)
-            if row is None:
-                row = acc[g] = [0, 0, 0, 0, 0, 0, 0]
-            row[0] += 1
-            row[1] += size
-            row[2] += size
-            if device:
-                row[5] += size
-                row[6] += size
-            continue
-        share = size // len(holders)
-        pss: dict[K | None, int] = {}
-        for h in holders:
-            g = of(h.pid)
-            pss[g] = pss.get(g, 0) + share
+            pss = {group_cache[pid] if pid in group_cache else of(pid): size}
+        else:
+            share = size // len(holders)
+            pss = {}
+            for h in holders:
+                g = of(h.pid)
+                pss[g] = pss.get(g, 0) + share
         many = len(pss) > 1
         for g, part in pss.items():
             row = acc.get(g)
