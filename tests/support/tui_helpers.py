@@ -8,7 +8,7 @@ from rich.console import Console
 from textual.pilot import Pilot
 
 from dmabuf_inspect.tui.app import DmabufInspectApp
-from dmabuf_inspect.tui.screens import MainScreen
+from dmabuf_inspect.tui.screens import BufferScreen, MainScreen
 from dmabuf_inspect.tui.widgets.rowtable import RowTable
 
 
@@ -52,3 +52,19 @@ def keys(table: RowTable) -> list[int]:
 
 def marks(table: RowTable) -> dict[int, str]:
     return {r.key: r.change.value for r in table.rows}
+
+
+async def open_buffer(pilot: Pilot[int], pid: int, inode: int) -> str:
+    """The detail of buffer INODE of process PID, as text (lines without trailing blanks), once
+    the screen has drawn it."""
+    app = pilot.app
+    assert isinstance(app, DmabufInspectApp)
+    screen = main_screen(app)
+    assert screen.processes.move_cursor_to_key(pid)
+    await pilot.pause()
+    screen.buffers.focus()
+    assert screen.buffers.move_cursor_to_key(inode)
+    await pilot.press("enter")
+    await settle(pilot)
+    assert isinstance(app.screen, BufferScreen) and app.screen.inode == inode
+    return "\n".join(line.rstrip() for line in screen_text(app).splitlines())

@@ -22,10 +22,9 @@ from typing import Any
 import bench_fakes
 import pytest
 from bench_fakes import sample
-from textual.pilot import Pilot
 from textual.widgets import Static
 from tui_fakes import FakeCollector, scene_before
-from tui_helpers import main_screen, rescan, screen_text, settle
+from tui_helpers import main_screen, open_buffer, rescan, screen_text, settle
 from vfio_tree import write_vfio_tree
 
 from dmabuf_inspect.bench import cache as benchcache
@@ -33,7 +32,7 @@ from dmabuf_inspect.bench.model import TargetPass, TargetSpec
 from dmabuf_inspect.kernel.reader import Roots
 from dmabuf_inspect.scan.snapshot import collect
 from dmabuf_inspect.tui.app import DmabufInspectApp
-from dmabuf_inspect.tui.screens import BufferScreen, ProcessScreen
+from dmabuf_inspect.tui.screens import ProcessScreen
 from dmabuf_inspect.tui.text import header_lines
 from dmabuf_inspect.tui.viewdata import PROCESSES, PROCESSES_DEVICE, arrange, prepare
 
@@ -54,20 +53,6 @@ def make_app(tree: str, **kw: Any) -> DmabufInspectApp:
 
 def lines(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.splitlines())
-
-
-async def open_buffer(pilot: Pilot[int], pid: int, inode: int) -> str:
-    app = pilot.app
-    assert isinstance(app, DmabufInspectApp)
-    screen = main_screen(app)
-    assert screen.processes.move_cursor_to_key(pid)
-    await pilot.pause()
-    screen.buffers.focus()
-    assert screen.buffers.move_cursor_to_key(inode)
-    await pilot.press("enter")
-    await settle(pilot)
-    assert isinstance(app.screen, BufferScreen) and app.screen.inode == inode
-    return lines(screen_text(app))
 
 
 def test_header_counts_device_memory_apart_from_ram(tree: str) -> None:

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import Static
 from tui_fakes import PROCS, TAKEN_AT, FakeCollector, FakeTracefs, MiB, Proc, buf, scene_after, scene_before, snapshot
-from tui_helpers import main_screen, rescan, screen_text, settle
+from tui_helpers import main_screen, open_buffer, rescan, screen_text, settle
 
 from dmabuf_inspect.history.chart import sparkline
 from dmabuf_inspect.history.timeline import Creator, Timeline
@@ -27,7 +26,7 @@ from dmabuf_inspect.model import Snapshot
 from dmabuf_inspect.scan.diff import KERNEL_PID
 from dmabuf_inspect.tui.app import DmabufInspectApp
 from dmabuf_inspect.tui.historyview import HistoryFrame, age_text, frame_of
-from dmabuf_inspect.tui.screens import BufferScreen, HelpScreen, ProcessScreen
+from dmabuf_inspect.tui.screens import HelpScreen, ProcessScreen
 from dmabuf_inspect.tui.state import Source
 from dmabuf_inspect.tui.table import arrange
 from dmabuf_inspect.tui.viewdata import BUFFERS, prepare
@@ -54,19 +53,6 @@ def help_text(app: DmabufInspectApp) -> str:
     """The whole help, also what is below the fold."""
     assert isinstance(app.screen, HelpScreen)
     return str(app.screen.query_one("#help-text", Static).render())
-
-
-async def open_buffer(pilot: Pilot[int], pid: int, inode: int) -> str:
-    """The detail of buffer INODE of process PID, as text, once the screen has drawn it."""
-    screen = main_screen(pilot.app)  # type: ignore[arg-type]
-    assert screen.processes.move_cursor_to_key(pid)
-    await pilot.pause()
-    screen.buffers.focus()
-    assert screen.buffers.move_cursor_to_key(inode)
-    await pilot.press("enter")
-    await settle(pilot)
-    assert isinstance(pilot.app.screen, BufferScreen) and pilot.app.screen.inode == inode
-    return "\n".join(line.rstrip() for line in screen_text(pilot.app).splitlines())  # type: ignore[arg-type]
 
 
 # -- the sparkline -----------------------------------------------------------------------------
