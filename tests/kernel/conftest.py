@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 import vfiolab
 import vgem as vgem_lab  # tests/kernel is on sys.path: pytest inserts a conftest's directory
+
+from dmabuf_inspect.kernel.bpf.source import BPFFS, fs_magic
+from dmabuf_inspect.kernel.bpf.syscall import BPF_FS_MAGIC
 
 # --- lab guard (helper-1) -------------------------------------------------------------------------
 
@@ -83,3 +88,23 @@ def edu() -> vfiolab.Edu:
 
 
 # --- end of VFIO ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bpffs() -> Iterator[str]:
+    """/sys/fs/bpf mounted (the lab's guest may not have it) and open to others (0711), as an admin
+    who pins for everyone would; put back as it was after the module."""
+    try:
+        mounted = fs_magic(BPFFS) == BPF_FS_MAGIC
+    except OSError:
+        mounted = False
+    if not mounted:
+        subprocess.run(["mount", "-t", "bpf", "bpf", BPFFS], check=True)
+    mode = stat.S_IMODE(os.stat(BPFFS).st_mode)
+    os.chmod(BPFFS, 0o711)
+    try:
+        yield BPFFS
+    finally:
+        os.chmod(BPFFS, mode)
+        if not mounted:
+            subprocess.run(["umount", BPFFS], check=True)

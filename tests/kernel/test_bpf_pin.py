@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,33 +19,11 @@ from scene import Scene
 from dmabuf_inspect.cli.main import main
 from dmabuf_inspect.ioctl.heaps import heap_alloc
 from dmabuf_inspect.kernel.bpf.records import BpfBuffer
-from dmabuf_inspect.kernel.bpf.source import BPFFS, DEFAULT_PIN, fs_magic, read_pinned
-from dmabuf_inspect.kernel.bpf.syscall import BPF_FS_MAGIC
+from dmabuf_inspect.kernel.bpf.source import BPFFS, DEFAULT_PIN, read_pinned
 from dmabuf_inspect.kernel.bufinfo import parse_bufinfo
 
 pytestmark = pytest.mark.kernel
 HAS_DMABUF_ITER = tuple(map(int, os.uname().release.split(".")[:2])) >= (6, 16)
-
-
-@pytest.fixture(scope="module")
-def bpffs() -> Iterator[str]:
-    """/sys/fs/bpf mounted (the lab's guest may not have it) and open to others (0711)."""
-    mounted_here = False
-    try:
-        mounted = fs_magic(BPFFS) == BPF_FS_MAGIC
-    except OSError:
-        mounted = False
-    if not mounted:
-        subprocess.run(["mount", "-t", "bpf", "bpf", BPFFS], check=True)
-        mounted_here = True
-    mode = stat.S_IMODE(os.stat(BPFFS).st_mode)
-    os.chmod(BPFFS, 0o711)
-    try:
-        yield BPFFS
-    finally:
-        os.chmod(BPFFS, mode)
-        if mounted_here:
-            subprocess.run(["umount", BPFFS], check=True)
 
 
 def test_pin_is_refused_off_bpffs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,7 +16,6 @@ import contextlib
 import io
 import json
 import os
-import stat
 import subprocess
 import sys
 import tempfile
@@ -30,8 +29,8 @@ from scene import Scene
 
 from dmabuf_inspect.cli.main import main
 from dmabuf_inspect.kernel.bpf import BpfSource
-from dmabuf_inspect.kernel.bpf.source import BPFFS, DEFAULT_PIN, NO_DMABUF_ITER, fs_magic
-from dmabuf_inspect.kernel.bpf.syscall import BPF_FS_MAGIC, NEEDS_ROOT
+from dmabuf_inspect.kernel.bpf.source import DEFAULT_PIN, NO_DMABUF_ITER
+from dmabuf_inspect.kernel.bpf.syscall import NEEDS_ROOT
 from dmabuf_inspect.kernel.bufinfo import parse_bufinfo
 from dmabuf_inspect.kernel.reader import Roots
 from dmabuf_inspect.model import Snapshot
@@ -83,25 +82,6 @@ def no_debugfs() -> Iterator[str]:
     os.chmod(path, 0o755)
     yield path
     os.rmdir(path)
-
-
-@pytest.fixture(scope="module")
-def bpffs() -> Iterator[str]:
-    """/sys/fs/bpf mounted and open to others (0711), as an admin who pins for everyone would."""
-    try:
-        mounted = fs_magic(BPFFS) == BPF_FS_MAGIC
-    except OSError:
-        mounted = False
-    if not mounted:
-        subprocess.run(["mount", "-t", "bpf", "bpf", BPFFS], check=True)
-    mode = stat.S_IMODE(os.stat(BPFFS).st_mode)
-    os.chmod(BPFFS, 0o711)
-    try:
-        yield BPFFS
-    finally:
-        os.chmod(BPFFS, mode)
-        if not mounted:
-            subprocess.run(["umount", BPFFS], check=True)
 
 
 @pytest.fixture(scope="module")
