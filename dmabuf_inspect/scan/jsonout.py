@@ -208,7 +208,7 @@ except ImportError:  # built only where a C compiler was at install time
     c_weave = None
 _weave = c_weave  # tests set it to None, for the str.join way
 _BUFFER_WOVEN = (*_BUFFER[:-1], "}")
-_HOLDERS_COLUMN = 7
+_HOLDERS_COLUMN = _BUFFER.index(',"holders":[')  # value k follows piece k
 
 
 def _json_number(value: int | None) -> str:
