@@ -6,6 +6,10 @@ would copy pytest's memory 100 times over in a 2 GiB guest).
 Each child loops until the parent (this process) is killed: allocates 1-4 system-heap or udmabuf
 buffers, logs `INODE SIZE EXPORTER` for each, maps some, passes one to its partner over a unix
 socket, sometimes forks a short-lived child, then frees them all. Prints `ready` once started.
+
+The tests start it with `running()`, which returns only when every buffer the load made is freed:
+the load's children die after it, and a file closed by a dying task may be released later by a
+kernel worker (fput's delayed_fput_list), so a test after the churn could see its last buffers.
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from dmabuf_inspect.ioctl import uapi
+from dmabuf_inspect.kernel.bufinfo import parse_bufinfo
 
 SIZES = (4096, 8192, 65536)
 F_ADD_SEALS, F_SEAL_SHRINK = 1033, 0x0002
@@ -100,6 +108,47 @@ def main() -> None:
     print("ready", flush=True)
     while True:
         signal.pause()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group PGID lives (a zombie has closed its files: it does not count)."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    state, _ppid, pgrp = f.read().rsplit(b")", 1)[1].split()[:3]
+            except OSError:
+                continue
+            if int(pgrp) == pgid and state != b"Z":
+                return True
+    return False
+
+
+def _live_inodes() -> set[int]:
+    with open("/sys/kernel/debug/dma_buf/bufinfo", "rb") as f:
+        return {e.inode for e in parse_bufinfo(f.read()).entries if e.inode is not None}
+
+
+@contextlib.contextmanager
+def running(processes: int, log_path: Path, timeout_s: float = 60.0) -> Iterator[None]:
+    """The load running while the block runs; after it, the load gone and all its buffers freed."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen(
+        [sys.executable, __file__, str(processes), str(log_path)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        proc.terminate()  # the load kills its whole process group
+        proc.wait(timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        made = {int(line.split()[0]) for line in log_path.read_text().splitlines()} if log_path.exists() else set()
+        while (left := made & _live_inodes()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left, f"{len(left)} buffers of the dead churn load still live {timeout_s:.0f} s after it"
 
 
 if __name__ == "__main__":

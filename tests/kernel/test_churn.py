@@ -8,13 +8,12 @@ reports must have existed with that size and exporter (each allocation is logged
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import churn_load
 import psutil
 import pytest
 
@@ -28,27 +27,14 @@ SCANS = int(os.environ.get("CHURN_SCANS", "300"))
 LEAK_SCANS = int(os.environ.get("LEAK_SCANS", "1000"))
 
 
-def _start_churn(log_path: Path) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("churn_load.py")), str(PROCESSES), str(log_path)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    return proc
-
-
 def test_300_scans_under_churn_report_only_real_buffers(tmp_path: Path, record_property: Any) -> None:
     log_path = tmp_path / "allocations"
     log_path.touch()
     before = {b.inode: (b.size_bytes, b.exporter) for b in collect().buffers}
-    load = _start_churn(log_path)
     reported: dict[int, tuple[int, str]] = {}
     scans = 0
     scan_errors: Counter[str] = Counter()  # by kind: a vanished process or fd is none
-    try:
+    with churn_load.running(PROCESSES, log_path):
         t0 = time.monotonic()
         for _ in range(SCANS):
             snap = collect()  # an exception here fails the test
@@ -60,9 +46,6 @@ def test_300_scans_under_churn_report_only_real_buffers(tmp_path: Path, record_p
             for b in snap.buffers:
                 if b.size_source != "maps":  # a mapping seen without its fd: size is a lower bound
                     reported.setdefault(b.inode, (b.size_bytes, b.exporter))
-    finally:
-        load.terminate()  # the load kills its whole process group
-        load.wait(timeout=60)
     logged: dict[int, tuple[int, str]] = {}
     for line in log_path.read_text().splitlines():
         inode, size, exporter = line.split()
