@@ -20,12 +20,13 @@ in the group None ("unknown").
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
+from itertools import chain, compress
 from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
 from dmabuf_inspect.exporters import is_device_memory
 from dmabuf_inspect.kernel.cgroup import unit_of
-from dmabuf_inspect.model import Buffer, Snapshot
+from dmabuf_inspect.model import Buffer, Holder, Snapshot
 from dmabuf_inspect.textsafe import json_name
 
 K = TypeVar("K", bound=Hashable)
@@ -68,52 +69,14 @@ def group_totals(snap: Snapshot, group_of: Callable[[int], K | None]) -> list[Gr
     """One row per group that has a process of the snapshot or a holder of one of its buffers,
     largest `bytes` first, then by key. `group_of(pid)` names the group."""
     members: dict[K | None, set[int]] = {}
-    group_cache: dict[int, K | None] = {}
-
-    def of(pid: int) -> K | None:
-        g = group_cache.get(pid, _MISSING)
-        if g is _MISSING:
-            g = group_cache[pid] = group_of(pid)
-            members.setdefault(g, set()).add(pid)
-        return g  # type: ignore[return-value]
-
     for p in snap.processes:
-        of(p.pid)
-    # group -> [buffers, bytes, pss, shared buffers, shared bytes, device bytes, device pss]
-    acc: dict[K | None, list[int]] = {}
-    shared: dict[K | None, list[int]] = {}
-    buffers = snap.buffers
-    devices = {e for e in set(map(itemgetter(_EXPORTER), buffers)) if is_device_memory(e)}
-    columns = (itemgetter(_HOLDERS), itemgetter(_SIZE), itemgetter(_EXPORTER), itemgetter(_INODE))
-    for holders, size, exporter, inode in zip(*(map(column, buffers) for column in columns), strict=True):
-        if not holders:
-            continue
-        device = exporter in devices if devices else False
-        pss: dict[K | None, int]
-        if len(holders) == 1:  # most buffers: one process's, its whole size in its group alone
-            pid = holders[0].pid
-            pss = {group_cache[pid] if pid in group_cache else of(pid): size}
-        else:
-            share = size // len(holders)
-            pss = {}
-            for h in holders:
-                g = of(h.pid)
-                pss[g] = pss.get(g, 0) + share
-        many = len(pss) > 1
-        for g, part in pss.items():
-            row = acc.get(g)
-            if row is None:
-                row = acc[g] = [0, 0, 0, 0, 0, 0, 0]
-            row[0] += 1
-            row[1] += size
-            row[2] += part
-            if device:
-                row[5] += size
-                row[6] += part
-            if many:
-                row[3] += 1
-                row[4] += size
-                shared.setdefault(g, []).append(inode)
+        members.setdefault(group_of(p.pid), set()).add(p.pid)
+    group_cache = {pid: g for g, pids in members.items() for pid in pids}
+    holders = list(map(itemgetter(_HOLDERS), snap.buffers))
+    if _processes_add_up(snap, holders, group_cache):
+        acc, shared = _from_processes(snap, holders, group_cache)
+    else:
+        acc, shared = _from_buffers(snap, holders, group_of, group_cache, members)
     out = []
     for g, pids in members.items():
         n, size, pss_bytes, n_shared, shared_size, device_size, device_pss = acc.get(g, [0, 0, 0, 0, 0, 0, 0])
@@ -136,8 +99,111 @@ def group_totals(snap: Snapshot, group_of: Callable[[int], K | None]) -> list[Gr
     return out
 
 
+# group -> [buffers, bytes, pss, shared buffers, shared bytes, device bytes, device pss]; group -> shared inodes
+_Sums = tuple[dict[Any, list[int]], dict[Any, list[int]]]
+
+
+def _processes_add_up(snap: Snapshot, holders: list[tuple[Holder, ...]], known: Mapping[int, object]) -> bool:
+    """Whether the snapshot's processes account for every holder of its buffers, as collect()
+    builds them (a process's `buffers` is the number of buffers it holds): then a buffer held by
+    one process adds to its group what it adds to that process. Not so where a holder vanished
+    before it could be identified, or in a snapshot made by hand."""
+    if sum(p.buffers for p in snap.processes) != sum(map(len, holders)):
+        return False
+    return all(map(known.__contains__, map(_PID, chain.from_iterable(holders))))
+
+
+def _from_processes(snap: Snapshot, holders: list[tuple[Holder, ...]], group_of: Mapping[int, Any]) -> _Sums:
+    """The sums from each process's own (Rss counts a buffer once per process), less what a buffer
+    held by several processes of one group counted more than once: a loop over shared buffers only."""
+    acc: dict[Any, list[int]] = {}
+    for p in snap.processes:
+        row = acc.get(g := group_of[p.pid])
+        if row is None:
+            row = acc[g] = [0, 0, 0, 0, 0, 0, 0]
+        row[0] += p.buffers
+        row[1] += p.rss_bytes
+        row[2] += p.pss_bytes
+        row[5] += p.device_rss_bytes
+        row[6] += p.device_pss_bytes
+    shared: dict[Any, list[int]] = {}
+    for b in compress(snap.buffers, map((1).__lt__, map(len, holders))):
+        size = b.size_bytes
+        device = is_device_memory(b.exporter)
+        per_group: dict[Any, int] = {}
+        for h in b.holders:
+            g = group_of[h.pid]
+            per_group[g] = per_group.get(g, 0) + 1
+        for g, n in per_group.items():
+            row = acc[g]
+            if n > 1:  # counted once per process of the group: once is right
+                row[0] -= n - 1
+                row[1] -= (n - 1) * size
+                if device:
+                    row[5] -= (n - 1) * size
+            if len(per_group) > 1:
+                row[3] += 1
+                row[4] += size
+                shared.setdefault(g, []).append(b.inode)
+    return acc, shared
+
+
+def _from_buffers(
+    snap: Snapshot,
+    holders: list[tuple[Holder, ...]],
+    group_of: Callable[[int], Any],
+    group_cache: dict[int, Any],
+    members: dict[Any, set[int]],
+) -> _Sums:
+    """The sums buffer by buffer; a holder that is no process of the snapshot joins its group."""
+
+    def of(pid: int) -> Any:
+        g = group_cache.get(pid, _MISSING)
+        if g is _MISSING:
+            g = group_cache[pid] = group_of(pid)
+            members.setdefault(g, set()).add(pid)
+        return g
+
+    acc: dict[Any, list[int]] = {}
+    shared: dict[Any, list[int]] = {}
+    buffers = snap.buffers
+    devices = {e for e in set(map(itemgetter(_EXPORTER), buffers)) if is_device_memory(e)}
+    columns = (map(itemgetter(_INODE), buffers), map(itemgetter(_SIZE), buffers), map(itemgetter(_EXPORTER), buffers))
+    for inode, size, exporter, its in zip(*columns, holders, strict=True):
+        if not its:
+            continue
+        device = exporter in devices if devices else False
+        pss: dict[Any, int]
+        if len(its) == 1:  # most buffers: one process's, its whole size in its group alone
+            pid = its[0].pid
+            pss = {group_cache[pid] if pid in group_cache else of(pid): size}
+        else:
+            share = size // len(its)
+            pss = {}
+            for h in its:
+                g = of(h.pid)
+                pss[g] = pss.get(g, 0) + share
+        many = len(pss) > 1
+        for g, part in pss.items():
+            row = acc.get(g)
+            if row is None:
+                row = acc[g] = [0, 0, 0, 0, 0, 0, 0]
+            row[0] += 1
+            row[1] += size
+            row[2] += part
+            if device:
+                row[5] += size
+                row[6] += part
+            if many:
+                row[3] += 1
+                row[4] += size
+                shared.setdefault(g, []).append(inode)
+    return acc, shared
+
+
 _MISSING = object()
 _INODE, _SIZE, _EXPORTER, _HOLDERS = (Buffer._fields.index(f) for f in ("inode", "size_bytes", "exporter", "holders"))
+_PID = itemgetter(Holder._fields.index("pid"))
 
 
 def cgroup_totals(snap: Snapshot, cgroup_of: Mapping[int, str | None]) -> list[CgroupTotal]:

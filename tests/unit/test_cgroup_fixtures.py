@@ -8,15 +8,20 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cgroup_expectations import HOSTILE, HOSTILE_COMM, MIB, SERVICES, Cg
+from hypothesis import given
+from hypothesis import strategies as st
 from paths import FIXTURES
 
+from dmabuf_inspect.exporters import is_device_memory
 from dmabuf_inspect.kernel.cgroup import read_cgroups
 from dmabuf_inspect.kernel.reader import Roots
 from dmabuf_inspect.metrics.source import held_pids, observe
 from dmabuf_inspect.model import Buffer, Holder, Process, Snapshot, Totals
+from dmabuf_inspect.scan import cgroups as cgroups_mod
 from dmabuf_inspect.scan.cgroups import CgroupTotal, cgroup_entry, cgroup_totals, comm_totals, group_totals, user_totals
 from dmabuf_inspect.scan.snapshot import collect
 
@@ -180,3 +185,86 @@ def test_generator_reproduces_the_checked_in_trees(tmp_path: Path, monkeypatch: 
         fresh, checked_in = tmp_path / name, FIXTURES / name
         assert _differences(fresh, checked_in) == [], name
         assert _differences(checked_in, fresh) == [], name
+
+
+# --- the sums from the processes' own (collect()'s snapshots) and buffer by buffer agree -----------
+
+ALL_TREES = sorted(p.name for p in FIXTURES.iterdir() if (p / "proc").is_dir())
+GROUPINGS: dict[str, Any] = {
+    "one": lambda pid: "all",
+    "pid": lambda pid: pid,
+    "pid mod 3": lambda pid: pid % 3 or None,
+}
+
+
+def _both_ways(snap: Snapshot, group_of: Any) -> tuple[list[Any], list[Any]]:
+    """group_totals() as it runs, and with the sums taken buffer by buffer."""
+    fast = group_totals(snap, group_of)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(cgroups_mod, "_processes_add_up", lambda *a: False)
+        slow = group_totals(snap, group_of)
+    return fast, slow
+
+
+@pytest.mark.parametrize("name", ALL_TREES)
+def test_a_scans_totals_from_its_processes_are_the_buffer_by_buffer_ones(name: str) -> None:
+    roots = Roots.from_tree(str(FIXTURES / name))
+    snap = collect(roots)
+    cgroups = {pid: c.path for pid, c in read_cgroups(roots.proc, held_pids(snap)).items()}
+    users = {p.pid: p.user for p in snap.processes}
+    holders = [b.holders for b in snap.buffers]
+    gone = any(h.pid not in users for hs in holders for h in hs)  # a holder that was never identified
+    assert cgroups_mod._processes_add_up(snap, holders, users) is (not gone and not _legacy(snap))
+    for group_of in (*GROUPINGS.values(), cgroups.get, users.get):
+        fast, slow = _both_ways(snap, group_of)
+        assert fast == slow
+
+
+def _legacy(snap: Snapshot) -> bool:
+    return sum(p.buffers for p in snap.processes) != sum(len(b.holders) for b in snap.buffers)
+
+
+@st.composite
+def _scans(draw: st.DrawFn) -> Snapshot:
+    """Buffers held by 0-4 of 8 processes (some device memory), with each process's figures
+    computed as collect() computes them."""
+    pids = list(range(100, 108))
+    buffers = []
+    for inode in range(draw(st.integers(0, 30))):
+        size = draw(st.sampled_from((4096, 65536, 3 * MIB + 4096)))
+        held = draw(st.lists(st.sampled_from(pids), max_size=4, unique=True))
+        exporter = draw(st.sampled_from(("system", "vfio_pci_core", "udmabuf")))
+        its = tuple(Holder(pid, (3,), 0, 0) for pid in sorted(held))
+        buffers.append(Buffer(inode, size, "fdinfo", exporter, "heap", None, len(held), its, (), (), 0))
+    procs = []
+    for pid in pids:
+        mine = [b for b in buffers if any(h.pid == pid for h in b.holders)]
+        if not mine and draw(st.booleans()):
+            continue
+        device = [b for b in mine if is_device_memory(b.exporter)]
+        share = {b.inode: b.size_bytes // len(b.holders) for b in mine}
+        procs.append(
+            Process(
+                pid,
+                1,
+                f"c{pid}",
+                "",
+                0,
+                "u",
+                len(mine),
+                sum(b.size_bytes for b in mine),
+                sum(share[b.inode] for b in mine),
+                device_rss_bytes=sum(b.size_bytes for b in device),
+                device_pss_bytes=sum(share[b.inode] for b in device),
+            )
+        )
+    if len(procs) < len(pids) and any(len(b.holders) for b in buffers) and draw(st.booleans()):
+        return _snap(buffers, [p.pid for p in procs])  # figures that do not add up: buffer by buffer
+    total = sum(b.size_bytes for b in buffers)
+    return Snapshot("k", 0.0, {}, tuple(buffers), tuple(procs), Totals(len(buffers), total, total, 0), ())
+
+
+@given(snap=_scans(), modulus=st.integers(1, 4))
+def test_totals_from_processes_and_buffer_by_buffer_agree_on_any_scan(snap: Snapshot, modulus: int) -> None:
+    fast, slow = _both_ways(snap, lambda pid: pid % modulus or None)
+    assert fast == slow
