@@ -7,13 +7,16 @@ So first, on the host, once per checkout state:
 which copies this checkout's package files (tracked and untracked, not ignored) to a temporary
 directory, makes a fresh venv DIR with PY (default: this interpreter) and pip-installs the copy into
 it (pip compiles every module's bytecode; the C walk is built when gcc and the headers are there).
-DIR/bench_cli-source.json says which commit, how many uncommitted files and which interpreter.
+DIR/bench_cli-source.json says which commit, how many uncommitted files and which interpreter;
+DIR/bench_cli-base-python.tar holds that interpreter with its standard library (no tests).
 
 Then in the kernel lab, as root (the guest sees the host's files read-only, /tmp read-write):
     python3 benchmarks/bench_cli.py --venv DIR [--processes 100] [--buffers 100] [--rounds 7]
 It copies DIR into the guest's own tmpfs (/var/tmp: a local disk, as a user's install is; the
 lab's root is the host's, over 9p, where every file a process opens costs milliseconds: the
-console script is repointed at the copy's interpreter, nothing else changes), starts the load
+console script is repointed at the copy's interpreter, and the copy's interpreter at a copy of its
+base interpreter and standard library unpacked there from the tar, which a user has on a local disk
+too; nothing else changes), starts the load
 (benchmarks/loadgen.py), runs every contender once to warm up (this also writes the BPF layout
 cache of the boot, as a user's first run does), then --rounds rounds; each round runs every
 contender once, as a whole process, in an order that turns by one every round:
@@ -56,6 +59,7 @@ import statistics
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -67,6 +71,11 @@ sys.path.insert(0, str(HERE))
 
 Contender = Callable[[], "Run"]
 SOURCE_NOTE = "bench_cli-source.json"
+# The venv's base interpreter and its standard library, for the guest's tmpfs (see base_python_tar).
+BASE_TAR = "bench_cli-base-python.tar"
+LOCAL_BASE = Path(f"/var/tmp/bench_cli-python-{os.getpid()}")  # where local_copy() unpacks it
+# Parts of the standard library no contender imports: left out of BASE_TAR.
+STDLIB_UNUSED = ("site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3")
 # What --make-venv copies: the package and what pip needs to build it (not fixtures/, whose
 # hostile-links tree holds links into /proc and /dev that a copy must never follow).
 PACKAGE_FILES = ("dmabuf_inspect", "pyproject.toml", "setup.py", "README.md")
@@ -189,8 +198,49 @@ def make_venv(target: Path, python: str) -> dict[str, object]:
         "bytecode_files": sum(1 for _ in Path(package).rglob("*.pyc")),
         "made_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    note["base_python_files"] = base_python_tar(target / "bin" / "python", target / BASE_TAR)
     (target / SOURCE_NOTE).write_text(json.dumps(note, indent=2) + "\n")
     return note
+
+
+def base_python_tar(python: Path, out: Path) -> int:
+    """The base interpreter of the venv's `python` (its executable, libpython and standard library,
+    without STDLIB_UNUSED, tests and optimised bytecode) as one tar file; returns its file count.
+    In the lab the venv's copy uses it from the guest's tmpfs, as a user's interpreter is on a local
+    disk: over 9p every file a process opens costs milliseconds, and `dump` imports some 40 modules
+    of the standard library that `python -c pass` does not."""
+    info = json.loads(
+        subprocess.run(
+            [
+                str(python),
+                "-c",
+                "import json, os, sys, sysconfig; print(json.dumps([sys.base_prefix, "
+                "os.path.realpath(sys._base_executable), sysconfig.get_python_version()]))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    prefix, executable, version = Path(info[0]), Path(info[1]), info[2]
+    stdlib = prefix / "lib" / f"python{version}"
+    unused = {stdlib / name for name in STDLIB_UNUSED} | set(stdlib.glob("config-*"))
+    files = 0
+
+    def keep(t: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        nonlocal files
+        path = prefix / t.name
+        if path in unused or path.name in ("test", "tests") or ".opt-" in path.name:
+            return None
+        files += t.isfile()
+        return t
+
+    with tarfile.open(out, "w") as tar:
+        tar.add(executable, arcname=f"bin/{executable.name}")
+        for lib in (prefix / "lib").glob("libpython*"):
+            tar.add(lib, arcname=str(lib.relative_to(prefix)))
+        tar.add(stdlib, arcname=str(stdlib.relative_to(prefix)), filter=keep)
+    return files + 1
 
 
 def _installed_package(venv: Path, env: dict[str, str]) -> str:
@@ -219,15 +269,32 @@ def venv_install(venv: Path, label: str = "venv") -> Install:
 
 def local_copy(venv: Path) -> Path:
     """The venv copied to /var/tmp (the guest's tmpfs in the lab), its console script's #! line
-    pointed at the copy's interpreter. Links stay links (bin/python -> the base interpreter)."""
+    pointed at the copy's interpreter; its base interpreter too where the venv has BASE_TAR
+    (else bin/python stays a link to the base interpreter where it is)."""
     dest = Path(f"/var/tmp/bench_cli-venv-{os.getpid()}")
-    shutil.copytree(venv, dest, symlinks=True)
+    shutil.copytree(venv, dest, symlinks=True, ignore=shutil.ignore_patterns(BASE_TAR))
+    if (venv / BASE_TAR).exists():
+        local_base_python(venv / BASE_TAR, dest, LOCAL_BASE)
     script = dest / "bin" / "dmabuf-inspect"
     lines = script.read_text().split("\n", 1)
     if not lines[0].startswith("#!"):
         raise SystemExit(f"bench_cli: {script} has no #! line")
     script.write_text(f"#!{dest}/bin/python\n{lines[1]}")
     return dest
+
+
+def local_base_python(tar_path: Path, venv: Path, base: Path) -> None:
+    """BASE_TAR unpacked at `base`, and the venv's interpreter links and pyvenv.cfg pointed at it."""
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(base, filter="tar")
+        executable = next(m.name for m in tar.getmembers() if m.name.startswith("bin/"))
+    for link in (venv / "bin").iterdir():
+        if link.is_symlink() and link.name.startswith("python"):
+            link.unlink()
+            link.symlink_to(base / executable)
+    cfg = venv / "pyvenv.cfg"
+    lines = [line for line in cfg.read_text().splitlines() if not line.startswith(("home", "executable"))]
+    cfg.write_text("\n".join([f"home = {base / 'bin'}", *lines, f"executable = {base / executable}"]) + "\n")
 
 
 # ---- rounds ----
@@ -430,6 +497,7 @@ def lab(args: argparse.Namespace) -> dict[str, object]:
     finally:
         if local is not None and not args.venv_in_place:
             shutil.rmtree(local, ignore_errors=True)
+            shutil.rmtree(LOCAL_BASE, ignore_errors=True)
     result["load"] = {
         "processes": args.processes,
         "buffers_per_process": args.buffers,
@@ -439,7 +507,14 @@ def lab(args: argparse.Namespace) -> dict[str, object]:
         "floor_saw": floor_saw.strip(),
     }
     result["installs"] = {
-        "venv": None if user is None else {"entry": user.entry, "python": user.python, "source": source},
+        "venv": None
+        if user is None
+        else {
+            "entry": user.entry,
+            "python": user.python,
+            "source": source,
+            "base_python": os.path.realpath(user.python),  # under /var/tmp: the standard library too
+        },
         "editable": {"entry": editable.entry, "python": editable.python},
     }
     result["kernel"] = os.uname().release
