@@ -41,6 +41,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from loadgen import load  # noqa: E402
+from turns import in_turns  # noqa: E402
 
 from dmabuf_inspect.kernel.bpf import programs, source  # noqa: E402
 from dmabuf_inspect.kernel.bpf.btf import VMLINUX, Btf  # noqa: E402
@@ -129,15 +130,6 @@ def _one(name: str) -> float:
     return elapsed
 
 
-def _rounds(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
-    names = list(contenders)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            times[name].append(contenders[name]())
-    return times
-
-
 def _one_time_costs(has_dmabuf_iter: bool) -> dict[str, float]:
     costs: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -200,7 +192,7 @@ def main() -> int:
             held = bpf.holders()
             buffers = len(bpf.buffers()) if has_dmabuf_iter else None
         floor_saw = {k: int(v) for k, v in _floor(binary).items() if k != "seconds_per_scan"} if binary else None
-        times = _rounds(contenders, args.rounds)
+        times = in_turns(contenders, args.rounds)
         costs = _one_time_costs(has_dmabuf_iter)
     result: dict[str, object] = {
         "kernel": os.uname().release,

@@ -20,6 +20,9 @@ import time
 from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from turns import in_turns
 
 from dmabuf_inspect.model import Buffer, Holder, Process, Snapshot, Totals
 from dmabuf_inspect.scan import cgroups
@@ -85,14 +88,15 @@ def main() -> None:
         finally:
             cgroups._processes_add_up = add_up
 
-    ways: dict[str, Callable[[], object]] = {"from_processes": lambda: cgroups.group_totals(snap, group.get)}
-    ways["buffer_by_buffer"] = by_buffer
-    assert ways["from_processes"]() == by_buffer()
-    names = list(ways)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(args.rounds):
-        for name in names[r % 2 :] + names[: r % 2]:
-            times[name].append(timed(ways[name]))
+    def from_processes() -> object:
+        return cgroups.group_totals(snap, group.get)
+
+    assert from_processes() == by_buffer()
+    ways: dict[str, Callable[[], float]] = {
+        "from_processes": lambda: timed(from_processes),
+        "buffer_by_buffer": lambda: timed(by_buffer),
+    }
+    times = in_turns(ways, args.rounds)
     ratios = [f / b for f, b in zip(times["from_processes"], times["buffer_by_buffer"], strict=True)]
     print(
         json.dumps(

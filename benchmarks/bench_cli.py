@@ -69,6 +69,8 @@ HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from turns import in_turns  # noqa: E402
+
 Contender = Callable[[], "Run"]
 SOURCE_NOTE = "bench_cli-source.json"
 # The venv's base interpreter and its standard library, for the guest's tmpfs (see base_python_tar).
@@ -309,19 +311,6 @@ def floor_binary() -> Path | None:
     return None
 
 
-def rounds(contenders: dict[str, Contender], n: int) -> dict[str, list[Run]]:
-    """Every contender once to warm up (not counted), then once per round, the order turned by
-    one each round."""
-    names = list(contenders)
-    for name in names:
-        contenders[name]()
-    runs: dict[str, list[Run]] = {name: [] for name in names}
-    for r in range(n):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            runs[name].append(contenders[name]())
-    return runs
-
-
 def importtime_us(python: str, code: str, env: dict[str, str]) -> int:
     """Microseconds `python -X importtime -c CODE` reports for the imports CODE made: the
     cumulative times of the top-level imports after `site` (the interpreter's own start-up)."""
@@ -492,7 +481,7 @@ def lab(args: argparse.Namespace) -> dict[str, object]:
             floor_saw = (
                 spawn([str(binary), "1", "min"], os.environ.copy(), capture=True).stdout.decode() if binary else ""
             )
-            runs = rounds(contenders, args.rounds)
+            runs = in_turns(contenders, args.rounds, warm_up=True)
             result = report(runs, args.rounds, primary)
     finally:
         if local is not None and not args.venv_in_place:
@@ -593,7 +582,7 @@ def synthetic(args: argparse.Namespace) -> dict[str, object]:
     tree = ["--tree", str(root)]
     primary = user or editable
     doc = json.loads(spawn([*primary.entry, *tree, "dump"], primary.env, capture=True).stdout)
-    runs = rounds(contenders_for(user, editable, tree, None, only_venv=args.only_venv), args.rounds)
+    runs = in_turns(contenders_for(user, editable, tree, None, only_venv=args.only_venv), args.rounds, warm_up=True)
     result = report(runs, args.rounds, primary)
     result["load"] = {"tree": str(root), "buffers": len(doc["buffers"]), "processes": len(doc["processes"])}
     result["installs"] = {

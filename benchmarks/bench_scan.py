@@ -51,6 +51,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from loadgen import load  # noqa: E402
+from turns import in_turns  # noqa: E402
 
 from dmabuf_inspect.kernel import fdwalk  # noqa: E402
 from dmabuf_inspect.kernel.reader import Roots  # noqa: E402
@@ -196,15 +197,6 @@ def _peak_rss_of_dump() -> int:
     return int(out) * 1024
 
 
-def _rounds(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
-    names = list(contenders)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            times[name].append(contenders[name]())
-    return times
-
-
 def _has_dmabuf_iter() -> bool:
     from dmabuf_inspect.kernel.bpf import BpfSource, BpfUnavailable
 
@@ -244,7 +236,7 @@ def main() -> int:
         snap = collect()  # warms the dentry caches for everyone
         for warm in ("dump", "dump_no_bpf"):  # compiles the bytecode, and caches the BPF layout
             contenders[warm]()
-        times = _rounds(contenders, args.rounds)
+        times = in_turns(contenders, args.rounds)
         floor_saw = _floor_scan(binary, "min") if binary is not None else None
         lsof = _time_lsof(max(1, args.rounds // 2))
         peak_rss = _peak_rss_of_dump()
