@@ -288,7 +288,10 @@ def local_copy(venv: Path) -> Path:
 def local_base_python(tar_path: Path, venv: Path, base: Path) -> None:
     """BASE_TAR unpacked at `base`, and the venv's interpreter links and pyvenv.cfg pointed at it."""
     with tarfile.open(tar_path) as tar:
-        tar.extractall(base, filter="tar")
+        if hasattr(tarfile, "tar_filter"):  # 3.11.4+; older ones extract as this filter does anyway
+            tar.extractall(base, filter="tar")
+        else:
+            tar.extractall(base)
         executable = next(m.name for m in tar.getmembers() if m.name.startswith("bin/"))
     for link in (venv / "bin").iterdir():
         if link.is_symlink() and link.name.startswith("python"):
