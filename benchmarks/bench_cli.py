@@ -458,12 +458,14 @@ def lab(args: argparse.Namespace) -> dict[str, object]:
     user = venv_9p = None
     source: object = None
     local: Path | None = None
+    base_python = None
     if args.venv:
         venv = Path(args.venv).resolve()
         source = json.loads((venv / SOURCE_NOTE).read_text()) if (venv / SOURCE_NOTE).exists() else None
         venv_9p = venv_install(venv, "venv in place")
         local = local_copy(venv) if not args.venv_in_place else venv
         user = venv_install(local, "venv")
+        base_python = os.path.realpath(user.python)  # under /var/tmp: the standard library is there too
     try:
         contenders = contenders_for(
             user, editable, [], None if args.venv_in_place else venv_9p, only_venv=args.only_venv
@@ -505,7 +507,7 @@ def lab(args: argparse.Namespace) -> dict[str, object]:
             "entry": user.entry,
             "python": user.python,
             "source": source,
-            "base_python": os.path.realpath(user.python),  # under /var/tmp: the standard library too
+            "base_python": base_python,
         },
         "editable": {"entry": editable.entry, "python": editable.python},
     }
