@@ -232,7 +232,7 @@ def base_python_tar(python: Path, out: Path) -> int:
     def keep(t: tarfile.TarInfo) -> tarfile.TarInfo | None:
         nonlocal files
         path = prefix / t.name
-        if path in unused or path.name in ("test", "tests") or ".opt-" in path.name:
+        if path in unused or re.fullmatch(r"tests?", path.name) or ".opt-" in path.name:
             return None
         files += t.isfile()
         return t
