@@ -209,7 +209,7 @@ def base_python_tar(python: Path, out: Path) -> int:
     """The base interpreter of the venv's `python` (its executable, libpython and standard library,
     without STDLIB_UNUSED, tests and optimised bytecode) as one tar file; returns its file count.
     In the lab the venv's copy uses it from the guest's tmpfs, as a user's interpreter is on a local
-    disk: over 9p every file a process opens costs milliseconds, and `dump` imports some 40 modules
+    disk: over 9p every file a process opens costs milliseconds, and `dump` imports 35 modules
     of the standard library that `python -c pass` does not."""
     info = json.loads(
         subprocess.run(
