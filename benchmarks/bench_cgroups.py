@@ -79,14 +79,9 @@ def main() -> None:
     args = ap.parse_args()
     snap = load(args.processes, args.buffers, args.shared)
     group = {p.pid: f"/system.slice/s{p.pid % 7}.service" for p in snap.processes}
-    add_up = cgroups._processes_add_up
 
     def by_buffer() -> object:
-        cgroups._processes_add_up = lambda *a: False
-        try:
-            return cgroups.group_totals(snap, group.get)
-        finally:
-            cgroups._processes_add_up = add_up
+        return cgroups.group_totals(snap, group.get, from_processes=False)
 
     def from_processes() -> object:
         return cgroups.group_totals(snap, group.get)

@@ -199,11 +199,7 @@ GROUPINGS: dict[str, Any] = {
 
 def _both_ways(snap: Snapshot, group_of: Any) -> tuple[list[Any], list[Any]]:
     """group_totals() as it runs, and with the sums taken buffer by buffer."""
-    fast = group_totals(snap, group_of)
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(cgroups_mod, "_processes_add_up", lambda *a: False)
-        slow = group_totals(snap, group_of)
-    return fast, slow
+    return group_totals(snap, group_of), group_totals(snap, group_of, from_processes=False)
 
 
 @pytest.mark.parametrize("name", ALL_TREES)
