@@ -17,11 +17,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import NamedTuple
 
 from dmabuf_inspect import exporters as classes
 from dmabuf_inspect.errors import DmabufInspectError, NotADmabufError
 from dmabuf_inspect.kernel.reader import DENIED, GONE, OUTSIDE, Roots, Tree, gap_kind, read_live_once
+from dmabuf_inspect.records import NamedTuple
 from dmabuf_inspect.textsafe import escape
 
 DMA_BUF_MAGIC = 0x444D4142  # include/uapi/linux/magic.h

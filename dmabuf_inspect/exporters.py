@@ -12,7 +12,7 @@ and every export that goes through drm_gem_prime_export() says `drm`.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from dmabuf_inspect.records import NamedTuple
 
 UDMABUF = "udmabuf"
 HEAP = "heap"
@@ -22,7 +22,11 @@ UNKNOWN = "unknown"
 
 # "mmio": a device's PCI BAR (memory-mapped I/O), never RAM; "device": a driver that may place the
 # buffer in its device's memory (VRAM) or in system pages.
-Backing = Literal["shmem", "pages", "contiguous", "device", "mmio", "vmalloc", "unknown"]
+TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Backing = Literal["shmem", "pages", "contiguous", "device", "mmio", "vmalloc", "unknown"]
 
 
 class ExporterClass(NamedTuple):

@@ -15,14 +15,16 @@ import stat
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
 
 from dmabuf_inspect import __version__
 from dmabuf_inspect.cli.registry import BY_NAME, COMMANDS
 from dmabuf_inspect.errors import EXIT_FAILURE, EXIT_USAGE, DmabufInspectError, UsageError
 from dmabuf_inspect.textsafe import escape
 
+TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
 if TYPE_CHECKING:
+    from typing import Any
+
     from dmabuf_inspect.kernel.reader import Roots
 
 PROG = "dmabuf-inspect"

@@ -7,7 +7,7 @@ a command: write `dmabuf_inspect/cli/commands/NAME.py` with a docstring (its hel
 the first line of the module's docstring (tests/unit/test_cli_registry.py checks that they agree).
 """
 
-from typing import NamedTuple
+from dmabuf_inspect.records import NamedTuple
 
 
 class Command(NamedTuple):

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from dmabuf_inspect.history.store import to_blob
 from dmabuf_inspect.history.tracker import ChangeTracker, ProcessKey, SampleChanges
 from dmabuf_inspect.kernel.tracefs import Task, TraceEvent
+from dmabuf_inspect.records import NamedTuple
 
 EXPORT = "dma_buf_export"
 FD = "dma_buf_fd"

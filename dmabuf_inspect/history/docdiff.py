@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from dmabuf_inspect.model import Snapshot
+from dmabuf_inspect.records import NamedTuple
 from dmabuf_inspect.textsafe import json_name
 
 SCHEMA_ID = "dmabuf-inspect-diff/1"

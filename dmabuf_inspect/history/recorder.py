@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import NamedTuple
 
 from dmabuf_inspect.history import store
 from dmabuf_inspect.history.creators import CreatorLog, Settled
@@ -31,6 +30,7 @@ from dmabuf_inspect.history.tracker import ChangeTracker, SampleChanges, SampleR
 from dmabuf_inspect.kernel import tracefs
 from dmabuf_inspect.kernel.reader import Roots, Tree
 from dmabuf_inspect.model import Snapshot
+from dmabuf_inspect.records import NamedTuple
 from dmabuf_inspect.scan.snapshot import collect
 
 TRACE_POLL_S = 0.2

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from dmabuf_inspect.kernel import tracefs
 from dmabuf_inspect.model import Snapshot
+from dmabuf_inspect.records import NamedTuple
 
 
 class Creator(NamedTuple):

@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import NamedTuple
 
 from dmabuf_inspect.history.store import to_blob
 from dmabuf_inspect.model import Holder, Snapshot
+from dmabuf_inspect.records import NamedTuple
 
 ProcessKey = tuple[int, int | None]  # (pid, start_ticks)
 _ENDED_KEPT = 4096  # ended processes remembered, so one that holds buffers again keeps its row

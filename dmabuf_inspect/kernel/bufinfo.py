@@ -38,6 +38,7 @@ from __future__ import annotations
 import re
 from itertools import repeat
 
+from dmabuf_inspect.kernel.lazyre import lazy
 from dmabuf_inspect.kernel.reader import Tree
 from dmabuf_inspect.model import BufInfo, BufInfoEntry, BufInfoTable, Fence
 from dmabuf_inspect.textsafe import as_bytes as _as_bytes
@@ -52,16 +53,16 @@ class BufinfoParseError(ValueError):
 
 _N = rb"(\d{1,20})"  # %zu, %lu, %llu: at most 20 digits; longer is garbage, not a number
 _X = rb"([0-9a-fA-F]{1,16})"
-_ROW = re.compile(_N + rb"\t" + _X + rb"\t" + _X + rb"\t(-?\d{1,20})\t(.*)", re.S)
+_ROW = lazy(_N + rb"\t" + _X + rb"\t" + _X + rb"\t(-?\d{1,20})\t(.*)", re.S)
 # 3.10-3.14: dma_buf_describe() printed "\t" then "\t%s\t%08zu\t%08x\t%08x\t%08ld\n".
-_ROW_3_10 = re.compile(rb"\t\t(.*)\t" + _N + rb"\t" + _X + rb"\t" + _X + rb"\t(-?\d{1,20})", re.S)
-_TOTAL_OBJECTS = re.compile(rb"Total " + _N + rb" objects, " + _N + rb" bytes")
-_TOTAL_DEVICES = re.compile(rb"\s*Total \d{1,20} devices attached")
+_ROW_3_10 = lazy(rb"\t\t(.*)\t" + _N + rb"\t" + _X + rb"\t" + _X + rb"\t(-?\d{1,20})", re.S)
+_TOTAL_OBJECTS = lazy(rb"Total " + _N + rb" objects, " + _N + rb" bytes")
+_TOTAL_DEVICES = lazy(rb"\s*Total \d{1,20} devices attached")
 _MARKER = b"Attached Devices:"
-_FENCE_HEAD = re.compile(rb"\t([A-Za-z]{1,16}) fence:(.*)", re.S)
-_FENCE_OLD = re.compile(rb" (.*) (un)?signalled", re.S)
-_FENCE_SEQ = re.compile(rb"(.*) seq " + _N + rb" (un)?signalled", re.S)
-_FENCE_CTX = re.compile(_N + rb":" + _N + rb" (.*) (un)?signalled", re.S)
+_FENCE_HEAD = lazy(rb"\t([A-Za-z]{1,16}) fence:(.*)", re.S)
+_FENCE_OLD = lazy(rb" (.*) (un)?signalled", re.S)
+_FENCE_SEQ = lazy(rb"(.*) seq " + _N + rb" (un)?signalled", re.S)
+_FENCE_CTX = lazy(_N + rb":" + _N + rb" (.*) (un)?signalled", re.S)
 _ROW_START = frozenset(b"0123456789")
 _MAX_FENCE_LINES = 16  # a timeline name is at most a 16-byte comm, so at most 15 newlines
 _MAX_NAME_LINES = 32  # DMA_BUF_NAME_LEN: at most 31 newlines
@@ -217,14 +218,14 @@ def _entry(row: _Row, body: list[bytes], header: _Header, texts: _Texts) -> BufI
     )
 
 
-_FAST_HEAD = re.compile(rb"\n?Dma-buf Objects:\nsize *\tflags *\tmode *\tcount *\texp_name\tino *(\tname)?\n")
-_FAST_REST = re.compile(
+_FAST_HEAD = lazy(rb"\n?Dma-buf Objects:\nsize *\tflags *\tmode *\tcount *\texp_name\tino *(\tname)?\n")
+_FAST_REST = lazy(
     rb"((?:\t[^\n]*\n)*?)"  # fence lines
     rb"\tAttached Devices:\n"
     rb"((?:\t[^\n]*\n)*)"  # device lines
     rb"Total \d{1,20} devices attached"
 )
-_FAST_TAIL = re.compile(rb"Total " + _N + rb" objects, " + _N + rb" bytes\n")
+_FAST_TAIL = lazy(rb"Total " + _N + rb" objects, " + _N + rb" bytes\n")
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 _PLAIN_END = b"\n\tAttached Devices:\nTotal 0 devices attached\n\n"
 

@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import NamedTuple
 
+from dmabuf_inspect.kernel.lazyre import lazy
 from dmabuf_inspect.kernel.reader import GONE, Tree, gap_kind, gap_text
+from dmabuf_inspect.records import NamedTuple
 
 _V2_PREFIX = "0::"
 _DELETED = " (deleted)"
@@ -156,23 +157,23 @@ class Unit(NamedTuple):
 
 
 # systemd's unit name characters (unit-name.c VALID_CHARS, "@" for instances).
-_UNIT = re.compile(r"[A-Za-z0-9:_.\\@-]{1,250}\.(service|scope)")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_SESSION = re.compile(r"session-[A-Za-z0-9]+\.scope")
-_USER_SLICE = re.compile(r"user-(\d+)\.slice")
-_USER_MANAGER = re.compile(r"user@(\d+)\.service")
+_UNIT = lazy(r"[A-Za-z0-9:_.\\@-]{1,250}\.(service|scope)")
+_HEX64 = lazy(r"[0-9a-f]{64}")
+_SESSION = lazy(r"session-[A-Za-z0-9]+\.scope")
+_USER_SLICE = lazy(r"user-(\d+)\.slice")
+_USER_MANAGER = lazy(r"user@(\d+)\.service")
 # (runtime, pattern whose group 1 is the id), tried on each path component, deepest first.
 _CONTAINER_SCOPES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("docker", re.compile(r"docker-([0-9a-f]{64})\.scope")),
-    ("podman", re.compile(r"libpod-(?:payload-)?([0-9a-f]{64})(?:\.scope)?")),
-    ("containerd", re.compile(r"cri-containerd-([0-9a-f]{64})\.scope")),
-    ("cri-o", re.compile(r"crio-([0-9a-f]{64})(?:\.scope)?")),
-    ("lxc", re.compile(r"lxc\.payload\.([A-Za-z0-9_.-]{1,200})")),
+    ("docker", lazy(r"docker-([0-9a-f]{64})\.scope")),
+    ("podman", lazy(r"libpod-(?:payload-)?([0-9a-f]{64})(?:\.scope)?")),
+    ("containerd", lazy(r"cri-containerd-([0-9a-f]{64})\.scope")),
+    ("cri-o", lazy(r"crio-([0-9a-f]{64})(?:\.scope)?")),
+    ("lxc", lazy(r"lxc\.payload\.([A-Za-z0-9_.-]{1,200})")),
 )
-_MACHINE = re.compile(r"machine-([A-Za-z0-9_.\\-]{1,200})\.scope")  # under machine.slice (systemd-machined)
+_MACHINE = lazy(r"machine-([A-Za-z0-9_.\\-]{1,200})\.scope")  # under machine.slice (systemd-machined)
 _BARE_ID_PARENTS = {"docker": "docker", "libpod_parent": "podman"}
-_POD_SLICE = re.compile(r"kubepods(?:-besteffort|-burstable)?-pod([0-9a-f_]{36})\.slice")
-_POD_DIR = re.compile(r"pod([0-9a-f-]{36})")
+_POD_SLICE = lazy(r"kubepods(?:-besteffort|-burstable)?-pod([0-9a-f_]{36})\.slice")
+_POD_DIR = lazy(r"pod([0-9a-f-]{36})")
 
 
 def unit_of(path: str | None) -> Unit | None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pwd
 from functools import lru_cache
-from typing import NamedTuple
 
 from dmabuf_inspect.kernel.reader import GONE, Tree, gap_kind
+from dmabuf_inspect.records import NamedTuple
 
 
 class ProcIdentity(NamedTuple):

@@ -43,10 +43,10 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from dmabuf_inspect.kernel.procinfo import parse_stat
 from dmabuf_inspect.kernel.reader import Tree
+from dmabuf_inspect.records import NamedTuple
 
 TRACEFS = "/sys/kernel/tracing"
 INSTANCE_PREFIX = "dmabuf-inspect-"

@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import os
 import re
-from typing import NamedTuple
 
+from dmabuf_inspect.kernel.lazyre import lazy
 from dmabuf_inspect.kernel.reader import GONE, Tree, gap_kind
 from dmabuf_inspect.model import VfioDeviceFd
+from dmabuf_inspect.records import NamedTuple
 
 VFIO_ANON_LINK = "anon_inode:[vfio-device]"
 VFIO_CDEV_PREFIX = "/dev/vfio/devices/"
 _SYSPATH = b"vfio-device-syspath:"
-_PCI_ADDRESS = re.compile(r"(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])", re.ASCII)
+_PCI_ADDRESS = lazy(r"(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])", re.ASCII)
 
 
 def parse_pci_address(text: str) -> str | None:

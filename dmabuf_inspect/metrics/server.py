@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from prometheus_client.exposition import choose_encoder, gzip_accepted
@@ -29,6 +28,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from dmabuf_inspect.metrics.collector import registry_of
 from dmabuf_inspect.metrics.options import DEFAULT_OPTIONS, MetricOptions
 from dmabuf_inspect.metrics.source import Observation
+from dmabuf_inspect.records import NamedTuple
 
 DEFAULT_PORT = 9870
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"

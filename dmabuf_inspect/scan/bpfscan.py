@@ -21,7 +21,6 @@ same process after it changed its effective uid, loads its own (it may not have 
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 from dmabuf_inspect.cachedir import cache_dir
 from dmabuf_inspect.kernel.bpf import (
@@ -38,6 +37,7 @@ from dmabuf_inspect.kernel.bpf import (
 )
 from dmabuf_inspect.kernel.reader import GONE, Roots, gap_kind, gap_text, is_live_proc
 from dmabuf_inspect.model import BROKEN, BufInfoTable, ScanError
+from dmabuf_inspect.records import NamedTuple
 
 # Where a capture keeps the dma-buf iterator's output, under its sys root: Android's pin path.
 CAPTURED_ITER = "fs/bpf/dmabuf/prog_dmabufIter_iter_dmabuf"

@@ -22,14 +22,18 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from itertools import chain, compress
 from operator import itemgetter
-from typing import Any, NamedTuple, TypeVar
 
 from dmabuf_inspect.exporters import is_device_memory
 from dmabuf_inspect.kernel.cgroup import unit_of
 from dmabuf_inspect.model import Buffer, Holder, Snapshot
+from dmabuf_inspect.records import NamedTuple
 from dmabuf_inspect.textsafe import json_name
 
-K = TypeVar("K", bound=Hashable)
+TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    K = TypeVar("K", bound=Hashable)
 
 
 class GroupTotal(NamedTuple):
@@ -104,7 +108,8 @@ def group_totals(
 
 
 # group -> [buffers, bytes, pss, shared buffers, shared bytes, device bytes, device pss]; group -> shared inodes
-_Sums = tuple[dict[Any, list[int]], dict[Any, list[int]]]
+if TYPE_CHECKING:
+    _Sums = tuple[dict[Any, list[int]], dict[Any, list[int]]]
 
 
 def _processes_add_up(snap: Snapshot, holders: list[tuple[Holder, ...]], known: Mapping[int, object]) -> bool:

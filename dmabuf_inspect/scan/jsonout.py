@@ -10,12 +10,15 @@ from __future__ import annotations
 from _json import encode_basestring_ascii as encode_str  # the json module's own, in C
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain, islice, repeat
-from typing import Any, TextIO
 
 from dmabuf_inspect.model import Buffer, DeviceMemory, Fence, Process, Snapshot
 from dmabuf_inspect.scan.cgroups import cgroup_entry, cgroup_totals
 from dmabuf_inspect.scan.views import heap_entries, udmabuf_entry
 from dmabuf_inspect.textsafe import json_name
+
+TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 SCHEMA_ID = "dmabuf-inspect/1"
 _INF = float("inf")

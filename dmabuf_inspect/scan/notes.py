@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NamedTuple, TextIO
 
 from dmabuf_inspect.model import DENIED, OUTSIDE, UNJOINED, Snapshot
+from dmabuf_inspect.records import NamedTuple
 from dmabuf_inspect.textsafe import escape
+
+TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import TextIO
 
 
 class Note(NamedTuple):

@@ -27,11 +27,9 @@ from __future__ import annotations
 import gc
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from itertools import chain, compress, repeat
 from operator import floordiv, is_, itemgetter, not_, sub
-from typing import TYPE_CHECKING, TypeVar, cast
 
 from dmabuf_inspect.exporters import exporter_class, is_device_memory
 from dmabuf_inspect.kernel import bufinfo as bufinfo_mod
@@ -64,15 +62,24 @@ from dmabuf_inspect.model import (
 )
 from dmabuf_inspect.scan import bpfscan
 
-if TYPE_CHECKING:  # the BPF package is imported only where a scan uses BPF
-    from dmabuf_inspect.kernel.bpf import BpfBuffer, Holders
+TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import TypeVar, cast
+
+    from dmabuf_inspect.kernel.bpf import BpfBuffer, Holders  # imported only where a scan uses BPF
+
+    _T = TypeVar("_T")
+else:
+
+    def cast(_type: object, value: object) -> object:
+        return value
+
 
 _DMABUF_PREFIX = fdwalk.DMABUF_PREFIX
 _DMABUF_ANON = fdwalk.DMABUF_ANON
 
 
 _LEGACY_INODE_BASE = -(1 << 33)
-_T = TypeVar("_T")
 _NO_EXTENT = (0, None)
 
 
@@ -740,19 +747,6 @@ def _attribute(b: Buffer, held: list[tuple[VfioDeviceFd, ...] | None]) -> Device
     return DeviceMemory(b.inode, pci, None, fds, why)
 
 
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """A scan makes tens of thousands of tuples and no reference cycle: collecting meanwhile
-    only costs time (a fifth of a 10 000-buffer scan)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 def _cgroup(scan: _Scan, pid: int) -> str | None:
     """The cgroup v2 path of `pid`, or None (v1 only, no such file). A link out of a capture is
     refused and recorded as such; any other failure only leaves it unknown."""
@@ -772,9 +766,16 @@ def _cgroup_source(processes: list[Process]) -> str:
 
 def collect(roots: Roots | None = None, *, include_maps: bool = True, cgroups: bool = False) -> Snapshot:
     """Scan once. Never raises for vanished processes or denied files; see the module doc.
-    `cgroups`: also read each holding process's cgroup (Process.cgroup; one read per process)."""
-    with _no_gc():
+    `cgroups`: also read each holding process's cgroup (Process.cgroup; one read per process).
+    The garbage collector is off meanwhile: a scan makes tens of thousands of tuples and no
+    reference cycle, and collecting them costs a fifth of a 10 000-buffer scan."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
         return _collect(roots or Roots(), include_maps, cgroups)
+    finally:
+        if was:
+            gc.enable()
 
 
 def _collect(roots: Roots, include_maps: bool, cgroups: bool = False) -> Snapshot:

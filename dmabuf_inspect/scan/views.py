@@ -7,11 +7,15 @@ functions). Text that a process chose is escaped only by the functions whose nam
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
 
 from dmabuf_inspect.model import OUTSIDE, Buffer, Heap, Process, Snapshot, Udmabuf
+from dmabuf_inspect.records import NamedTuple
 from dmabuf_inspect.textsafe import escape, json_name
 from dmabuf_inspect.units import human_bytes
+
+TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class ExporterTotal(NamedTuple):

@@ -16,10 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from dmabuf_inspect.exporters import is_device_memory
 from dmabuf_inspect.model import Buffer, Holder, Process, Snapshot
+from dmabuf_inspect.records import NamedTuple
 from dmabuf_inspect.scan.cgroups import CgroupTotal, cgroup_totals
 from dmabuf_inspect.scan.diff import KERNEL_PID, PSEUDO_PIDS, UNSEEN_PID, Change, SnapshotDiff, diff_snapshots, holdings
 from dmabuf_inspect.scan.views import ExporterTotal, Mix, exporter_mix, exporter_totals, mix_of, mix_text

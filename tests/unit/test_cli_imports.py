@@ -33,6 +33,7 @@ NOT_ON_THE_SCAN_PATH = (
     "random",
     "shutil",
     "tempfile",
+    "typing",
 )
 
 

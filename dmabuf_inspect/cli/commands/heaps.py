@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
 from dmabuf_inspect.kernel.cgroup import read_mem_accounting
 from dmabuf_inspect.kernel.devices import read_heaps, read_udmabuf
@@ -15,6 +14,10 @@ from dmabuf_inspect.kernel.reader import Roots
 from dmabuf_inspect.model import Heap, Udmabuf
 from dmabuf_inspect.scan.views import heap_entries, udmabuf_entry
 from dmabuf_inspect.textsafe import escape
+
+TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 NAME = "heaps"
 

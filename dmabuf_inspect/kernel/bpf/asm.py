@@ -17,7 +17,8 @@ Documentation/bpf/standardization/instruction-set.rst.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+
+from dmabuf_inspect.records import NamedTuple
 
 # classes
 LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)

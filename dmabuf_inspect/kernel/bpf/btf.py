@@ -24,10 +24,10 @@ import sys
 from collections.abc import Iterable
 from itertools import compress, count
 from operator import itemgetter
-from typing import NamedTuple
 
 from dmabuf_inspect.errors import DmabufInspectError
 from dmabuf_inspect.kernel.reader import Tree
+from dmabuf_inspect.records import NamedTuple
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 MAGIC = 0xEB9F

@@ -18,7 +18,6 @@ kernel's own (the initial pid namespace).
 """
 
 import struct
-from typing import NamedTuple
 
 from dmabuf_inspect.kernel.bpf.asm import (
     DW,
@@ -49,6 +48,7 @@ from dmabuf_inspect.kernel.bpf.syscall import (
     FUNC_SEQ_PRINTF,
     FUNC_SEQ_WRITE,
 )
+from dmabuf_inspect.records import NamedTuple
 
 DMA_BUF_MAGIC = 0x444D4142  # include/uapi/linux/magic.h: the dma-buf filesystem's s_magic
 DMA_BUF_NAME_LEN = 32  # include/uapi/linux/dma-buf.h, the NUL included

@@ -28,7 +28,6 @@ import os
 from collections import Counter
 from itertools import compress, repeat
 from operator import itemgetter, mul, ne, sub
-from typing import NamedTuple
 
 from dmabuf_inspect.errors import DmabufInspectError
 from dmabuf_inspect.kernel.bpf.programs import (
@@ -45,6 +44,7 @@ from dmabuf_inspect.kernel.bpf.programs import (
     VMA,
 )
 from dmabuf_inspect.model import BufInfoTable, MapEntry
+from dmabuf_inspect.records import NamedTuple
 
 _MAX_DIGITS = 20  # %lu, %llu
 # include/linux/mm.h

@@ -19,7 +19,6 @@ import contextlib
 import errno
 import os
 import re
-from typing import NamedTuple
 
 from dmabuf_inspect.errors import DmabufInspectError
 from dmabuf_inspect.kernel.bpf import programs, syscall
@@ -40,6 +39,7 @@ from dmabuf_inspect.kernel.bpf.records import (
 from dmabuf_inspect.kernel.bpf.syscall import NEEDS_ROOT, BpfError, VerifierError
 from dmabuf_inspect.kernel.reader import Tree
 from dmabuf_inspect.model import BufInfoTable, MapEntry
+from dmabuf_inspect.records import NamedTuple
 
 # Where Android's bpfloader pins its dmabufIter.c, and where libdmabufinfo and dmabuf_dump read
 # it: one path for every reader.

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import struct
 from collections.abc import Callable
-from typing import Any
 
 from dmabuf_inspect.errors import DmabufInspectError
+from dmabuf_inspect.kernel.lazyre import lazy
+
+TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 # enum bpf_cmd
 MAP_CREATE, MAP_UPDATE_ELEM, PROG_LOAD, OBJ_PIN, OBJ_GET = 0, 2, 5, 6, 7
@@ -156,7 +159,7 @@ def _attr(*fields: tuple[int, str, int]) -> bytearray:
     return attr
 
 
-_TRACE_LINE = re.compile(
+_TRACE_LINE = lazy(
     r"(\d+: |; |from \d+ to \d+|processed \d+ insns|verification time|stack depth|func#\d+|"
     r"mark_precise|last_idx|regs=|parent |\d+: R\d|R\d+[_=]|Validating |Func#|caller:|callee:|"
     r"=+$|\s*$|live regs|old state|cur state|The sequence of \d+ jumps is too complex)"
