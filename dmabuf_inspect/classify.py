@@ -246,7 +246,7 @@ def classify(pid: int, fd: int, proc_root: str = "/proc", dev_root: str = "/dev"
     from dmabuf_inspect.kernel.fdinfo import FdinfoParseError, parse_fdinfo
 
     try:
-        data = proc.read(f"{pid}/fdinfo/{fd}", 8192)
+        data = proc.read_once(f"{pid}/fdinfo/{fd}", 8192)
     except OSError as exc:
         raise _refusal(where, exc, "permission denied reading its fdinfo", "the fd was closed") from None
     try:

@@ -92,7 +92,7 @@ def _is_v1_line(line: str) -> bool:
 
 def read_proc_cgroup(proc: Tree, pid: int) -> ProcCgroup:
     """`/proc/PID/cgroup` of `pid`, parsed. Raises OSError as Tree.read does."""
-    return parse_proc_cgroup(proc.read(f"{pid}/cgroup", 1 << 16))
+    return parse_proc_cgroup(proc.read_once(f"{pid}/cgroup", 1 << 16))
 
 
 def read_cgroups(proc: Tree, pids: Iterable[int]) -> dict[int, ProcCgroup]:

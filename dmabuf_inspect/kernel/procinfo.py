@@ -75,7 +75,7 @@ def identify(proc: Tree, pid: int) -> ProcIdentity | None:
     it) is "?"; a file after status that can't be read is left empty: status said who it is.
     """
     try:
-        uid, ppid = parse_status(proc.read(f"{pid}/status", 1 << 16))
+        uid, ppid = parse_status(proc.read_once(f"{pid}/status", 1 << 16))
     except OSError as exc:
         if gap_kind(exc) == GONE:
             return None
@@ -83,7 +83,7 @@ def identify(proc: Tree, pid: int) -> ProcIdentity | None:
 
     def read(name: str) -> bytes:
         try:
-            return proc.read(f"{pid}/{name}", 1 << 16)
+            return proc.read_once(f"{pid}/{name}", 1 << 16)
         except OSError:
             return b""
 

@@ -402,7 +402,7 @@ def resolve_task(tid: int, tgid: int | None = None, proc: Tree | None = None) ->
         if pid is None:
             return Task(tid, None, None)
     try:
-        stat = parse_stat(proc.read(f"{pid}/stat", 4096))
+        stat = parse_stat(proc.read_once(f"{pid}/stat", 4096))
     except OSError:
         stat = None
     if stat is None:

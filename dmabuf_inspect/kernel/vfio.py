@@ -129,7 +129,7 @@ def read_device_fds(proc: Tree, pid: int) -> tuple[VfioDeviceFd, ...] | None:
         if not is_vfio_device_link(target):
             continue
         try:
-            syspath = parse_device_fdinfo(proc.read(f"{pid}/fdinfo/{fd}", 4096))
+            syspath = parse_device_fdinfo(proc.read_once(f"{pid}/fdinfo/{fd}", 4096))
         except OSError as exc:
             if gap_kind(exc) == GONE:
                 continue

@@ -369,7 +369,7 @@ class _Scan:
 
     def _read_fdinfo(self, pid: int, fd: int) -> FdInfo | None:
         try:
-            data = self.roots.proc.read(f"{pid}/fdinfo/{fd}", 8192)
+            data = self.roots.proc.read_once(f"{pid}/fdinfo/{fd}", 8192)
         except OSError as exc:
             self.gap(pid, "fdinfo", exc)
             return None

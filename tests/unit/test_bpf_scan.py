@@ -124,7 +124,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     monkeypatch.setattr(bpfscan, "is_live_proc", lambda root: True)
     monkeypatch.setattr(bpfscan, "shared_source", lambda: state["bpf"])
     monkeypatch.setattr(bpfscan, "DEFAULT_PIN", "/nonexistent/dmabuf/prog_dmabufIter_iter_dmabuf")
-    real_read = Tree.read
+    real_read, real_read_once = Tree.read, Tree.read_once
 
     def counting_read(self: Tree, rel: str, limit: int = 1 << 24) -> bytes:
         if self.live:  # the reads of the scan under test, not of reference()
@@ -132,7 +132,13 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             state["fdinfo_reads"] += "/fdinfo/" in rel
         return real_read(self, rel, limit)
 
+    def counting_read_once(self: Tree, rel: str, size: int) -> bytes:
+        if self.live:
+            state["fdinfo_reads"] += "/fdinfo/" in rel
+        return real_read_once(self, rel, size)
+
     monkeypatch.setattr(Tree, "read", counting_read)
+    monkeypatch.setattr(Tree, "read_once", counting_read_once)
     yield state
 
 

@@ -59,7 +59,7 @@ def make_tree(tmp_path: Path, fds: dict[int, str], inodes: dict[int, int], bufin
 def live(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     """Pretend the tree is /proc: fd links are stat()ed, with dev/ino from a table."""
     calls: dict[str, Any] = {"stat": 0, "readlink": 0, "fdinfo": [], "inodes": {}}
-    real_stat, real_readlink, real_read = os.stat, os.readlink, Tree.read
+    real_stat, real_readlink, real_read, real_read_once = os.stat, os.readlink, Tree.read, Tree.read_once
 
     def fake_stat(path: Any, *, dir_fd: int | None = None, follow_symlinks: bool = True) -> os.stat_result:
         if dir_fd is None:
@@ -82,10 +82,16 @@ def live(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
             calls["fdinfo"].append(rel.rsplit("/", 1)[1])
         return real_read(self, rel, limit)
 
+    def counting_read_once(self: Tree, rel: str, size: int) -> bytes:
+        if "/fdinfo/" in rel:
+            calls["fdinfo"].append(rel.rsplit("/", 1)[1])
+        return real_read_once(self, rel, size)
+
     monkeypatch.setattr(os, "stat", fake_stat)
     monkeypatch.setattr(fdwalk, "fds_by_inode", fdwalk.fds_by_inode_py)  # the C walk would not see fake_stat
     monkeypatch.setattr(os, "readlink", fake_readlink)
     monkeypatch.setattr(Tree, "read", counting_read)
+    monkeypatch.setattr(Tree, "read_once", counting_read_once)
     calls["tmp"] = tmp_path
     return calls
 

@@ -25,9 +25,10 @@ The binary parsers raise BpfParseError, one line, for anything but whole, consis
 from __future__ import annotations
 
 import os
+import struct
 from collections import Counter
 from itertools import compress, repeat
-from operator import itemgetter, mul, ne, sub
+from operator import itemgetter, mul, ne
 
 from dmabuf_inspect.errors import DmabufInspectError
 from dmabuf_inspect.kernel.bpf.programs import (
@@ -209,18 +210,33 @@ def _buffer_columns(data: bytes) -> tuple[list[int], ...] | None:
 _EXP_AT = 40  # exp_name, then name
 
 
+# A BUFFER record's exporter and name, as one field: the record's last 96 bytes.
+_EXP_AND_NAME = struct.Struct(f"={_EXP_AT}x{EXPORTER_BYTES + DMA_BUF_NAME_LEN}s")
+assert _EXP_AND_NAME.size == BUFFER.size
+
+
 def _exporters_and_names(data: bytes) -> tuple[tuple[str, ...], tuple[str | None, ...]]:
-    """Each BUFFER's exporter and name, both fields sliced as one and decoded once per distinct
-    pair (a few exporters, most buffers unnamed)."""
-    pairs = _fields(data, BUFFER.size, _EXP_AT, EXPORTER_BYTES + DMA_BUF_NAME_LEN)
-    if not pairs:
+    """Each BUFFER's exporter and name, both fields read as one and decoded once per distinct
+    pair (a few exporters, most buffers unnamed; often one pair for all)."""
+    n = len(data) // BUFFER.size
+    if not n:
         return (), ()
-    text: dict[bytes, tuple[str, str | None]] = {}
-    for raw in set(pairs):
-        exp, name = _cstring(raw[:EXPORTER_BYTES]), _cstring(raw[EXPORTER_BYTES:])
-        text[raw] = (_text(exp), _text(name) if name else None)
-    exporters, names = zip(*map(text.__getitem__, pairs), strict=True)
+    text: dict[tuple[bytes], tuple[str, str | None]] = {}
+    for key in set(_EXP_AND_NAME.iter_unpack(data)):
+        raw_exp, raw_name = _cstring(key[0][:EXPORTER_BYTES]), _cstring(key[0][EXPORTER_BYTES:])
+        text[key] = (_text(raw_exp), _text(raw_name) if raw_name else None)
+    if len(text) == 1:
+        ((exporter, name),) = text.values()
+        return (exporter,) * n, (name,) * n
+    exporters, names = zip(*map(text.__getitem__, _EXP_AND_NAME.iter_unpack(data)), strict=True)
     return exporters, names
+
+
+def _less_own_reference(counts: list[int]) -> list[int]:
+    """Each count less the iterator's own reference, never below 0."""
+    if 0 in counts:
+        return [max(c - 1, 0) for c in counts]
+    return [c - 1 for c in counts]
 
 
 def parse_buffer_records(data: bytes, *, own_reference: bool = True) -> list[BpfBuffer]:
@@ -233,7 +249,7 @@ def parse_buffer_records(data: bytes, *, own_reference: bool = True) -> list[Bpf
     if columns is None:
         return parse_buffer_records_plain(data, own_reference=own_reference)
     inode, size, count, flags, mode, fences = columns
-    counts = map(max, map(sub, count, repeat(1)), repeat(0)) if own_reference else count
+    counts = _less_own_reference(count) if own_reference else count
     exporters, names = _exporters_and_names(data)
     rows = zip(
         inode, size, exporters, names, counts, repeat(0), repeat(()), flags, mode, fences, strict=False
@@ -254,7 +270,7 @@ def parse_buffer_listing(data: bytes, *, own_reference: bool = True) -> BpfListi
     if columns is None:
         return listing_of(parse_buffer_records_plain(data, own_reference=own_reference))
     inode, size, count, flags, mode, fences = columns
-    counts = tuple(map(max, map(sub, count, repeat(1)), repeat(0))) if own_reference else tuple(count)
+    counts = tuple(_less_own_reference(count) if own_reference else count)
     exporters, names = _exporters_and_names(data)
     n = len(inode)
     table = BufInfoTable(
