@@ -8,11 +8,16 @@ follow a captured tree's paths out of it.
 
 from __future__ import annotations
 
+import os
 import pwd
 from functools import lru_cache
 
 from dmabuf_inspect.kernel.reader import GONE, Tree, gap_kind
 from dmabuf_inspect.records import NamedTuple
+
+TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
+if TYPE_CHECKING:
+    from dmabuf_inspect.kernel.bpf.records import TaskInfo
 
 
 class ProcIdentity(NamedTuple):
@@ -68,12 +73,36 @@ def user_name(uid: int) -> str:
         return str(uid)
 
 
-def identify(proc: Tree, pid: int) -> ProcIdentity | None:
+def start_ticks_of(start_boottime_ns: int) -> int:
+    """/proc/PID/stat's starttime of a task_struct's start_boottime: nsec_to_clock_t(), a division
+    by NSEC_PER_SEC / USER_HZ (exact: USER_HZ divides 10^9 on every architecture)."""
+    return start_boottime_ns // (1_000_000_000 // os.sysconf("SC_CLK_TCK"))
+
+
+def identify(proc: Tree, pid: int, known: TaskInfo | None = None) -> ProcIdentity | None:
     """Who `pid` is, read from the /proc tree `proc`; None when it has exited.
 
     A process whose status can't be read for any other reason (denied, a capture's link out of
     it) is "?"; a file after status that can't be read is left empty: status said who it is.
+    `known`: what BPF's iter/task read of it (live only): then only its cmdline is read.
     """
+    if known is not None and proc.live:
+        try:
+            cmdline = proc.read_once(f"{pid}/cmdline", 1 << 16)
+        except OSError as exc:
+            if gap_kind(exc) == GONE:
+                return None
+            cmdline = b""
+        uid = known.uid
+        return ProcIdentity(
+            pid,
+            known.ppid,
+            known.comm.decode("utf-8", "surrogateescape"),
+            parse_cmdline(cmdline),
+            uid,
+            "?" if uid is None else user_name(uid),
+            start_ticks_of(known.start_boottime_ns),
+        )
     try:
         uid, ppid = parse_status(proc.read_once(f"{pid}/status", 1 << 16))
     except OSError as exc:

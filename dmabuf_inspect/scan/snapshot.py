@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from typing import TypeVar, cast
 
     from dmabuf_inspect.kernel.bpf import BpfBuffer, Holders  # imported only where a scan uses BPF
+    from dmabuf_inspect.kernel.bpf.records import TaskInfo
 
     _T = TypeVar("_T")
 else:
@@ -171,6 +172,7 @@ class _Scan:
         "procs",
         "reported",
         "roots",
+        "tasks",
         "unjoined",
         "unjoined_keys",
     )
@@ -193,6 +195,7 @@ class _Scan:
         self.known_inodes: set[int] = set()  # fdinfo read, or bufinfo entry trusted
         self.map_lines: list[tuple[int, list[bytes]]] = []  # pid -> its `/dmabuf:` lines
         self.maps_readable = False
+        self.tasks: dict[int, TaskInfo] = {}  # pid -> who it is, where BPF's iter/task said
 
     def gap(self, pid: int | None, source: str, exc: OSError) -> None:
         """Record what a failed read means (reader.gap_kind): gone is silent; a denied process,
@@ -275,6 +278,7 @@ class _Scan:
         """The task iterators' fds and mappings, in place of the /proc walk: fdinfo is read only
         for buffers no listing described, as the walk does."""
         procs, known = self.procs, self.known_inodes
+        self.tasks = holders.tasks or {}
         for pid, fds in holders.fds.items():
             if fds.keys() - known:
                 fds = self._read_new_fdinfo(pid, fds)
@@ -665,7 +669,7 @@ def _build_processes(scan: _Scan, buffers: list[Buffer], device: list[Buffer], *
         held = pscan.fds.keys() | pscan.maps.keys() if pscan.maps else pscan.fds.keys()
         if not held and pid not in unjoined:
             continue
-        ident = identify(scan.roots.proc, pid)
+        ident = identify(scan.roots.proc, pid, scan.tasks.get(pid))
         if ident is None:
             continue
         on_device = held & device_inodes if device_inodes else ()

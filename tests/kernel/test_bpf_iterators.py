@@ -243,3 +243,27 @@ def test_task_iterators_find_what_proc_shows(scene: Scene, threaded_holder: int,
     mapped_only = scene.expected["mapped"].inode
     owner = scene.pids["scene-owner"]
     assert mapped_only not in held.fds[owner] and any(m.inode == mapped_only for m in held.maps[owner])
+
+
+def test_task_iterator_says_who_each_process_is_as_proc_does(scene: Scene, source: BpfSource) -> None:
+    """iter/task stands in for /proc/PID/status and stat in a scan with BPF holders: the same
+    ppid, real uid, start ticks and comm, for every user process both saw (kernel threads it
+    leaves out: stat names those by their worker)."""
+    from dmabuf_inspect.kernel.procinfo import identify
+    from dmabuf_inspect.kernel.reader import Tree
+
+    with load(10, 20, shared=2) as children:
+        tasks = source.tasks()
+        proc = Tree("/proc", live=True)
+        compared = 0
+        for pid in sorted(tasks):
+            from_proc = identify(proc, pid)
+            if from_proc is None:
+                continue  # gone since
+            assert identify(proc, pid, tasks[pid]) == from_proc, pid
+            compared += 1
+        for pid in [*children, *scene.pids.values(), os.getpid()]:
+            assert pid in tasks
+    assert compared >= 10 + len(scene.pids)
+    kthreadd = 2
+    assert kthreadd not in tasks

@@ -118,6 +118,14 @@ LAYOUT = programs.Layout(
     vma_vm_pgoff=80,
     vma_vm_file=88,
     vma_vm_flags=32,
+    task_iter_id=4,
+    ctx_task_task=8,
+    task_real_parent=2504,
+    task_real_cred=3008,
+    cred_uid=8,
+    task_comm=3032,
+    task_start_boottime=2728,
+    task_flags=44,
 )
 
 
@@ -128,6 +136,7 @@ LAYOUT = programs.Layout(
         programs.dmabuf_android(LAYOUT, 3),
         programs.task_file_records(LAYOUT),
         programs.task_vma_records(LAYOUT),
+        programs.task_records(LAYOUT),
     ],
 )
 def test_programs_stay_small_use_the_stack_within_512_bytes_and_end_in_exit(program: bytes) -> None:
@@ -153,3 +162,11 @@ def test_the_record_formats_are_the_sizes_the_programs_write() -> None:
     assert programs.VMA.size == 80
     assert programs.BUFFER.size == 136
     assert programs.ANDROID_FORMAT.endswith(b"\0") and programs.ANDROID_FORMAT.count(b"%") == 4
+
+
+def test_a_task_record_needs_every_field_it_reads() -> None:
+    assert LAYOUT.identifies_tasks
+    lacking = LAYOUT._replace(task_start_boottime=None)
+    assert not lacking.identifies_tasks
+    with pytest.raises(ValueError, match="lacks what a TASK record reads"):
+        programs.task_records(lacking)

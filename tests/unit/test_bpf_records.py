@@ -349,3 +349,17 @@ def test_android_a_record_cut_after_its_inode_leaves_the_one_before_whole() -> N
     assert (read.skipped_lines, read.names_rejoined) == (1, 0)
     read = parse_android(b"1\n4096\na\nb\nsystem\n2\n")  # a name with a newline before it still rejoins
     assert [(b.name, b.exp_name) for b in read.buffers] == [("a\nb", "system")]
+
+
+def test_task_records_give_who_each_process_is() -> None:
+    from dmabuf_inspect.kernel.bpf.programs import TASK
+    from dmabuf_inspect.kernel.bpf.records import INVALID_UID, TaskInfo, parse_task_records
+
+    data = TASK.pack(100, 1, 1000, 0, 5 * 10**9, b"weston") + TASK.pack(200, 100, INVALID_UID, 0, 7, b"x" * 16)
+    assert parse_task_records(data) == {
+        100: TaskInfo(1, 1000, 5 * 10**9, b"weston"),
+        200: TaskInfo(100, None, 7, b"x" * 16),
+    }
+    assert parse_task_records(b"") == {}
+    with pytest.raises(BpfParseError, match="task records cut short"):
+        parse_task_records(data[:-1])

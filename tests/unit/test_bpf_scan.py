@@ -444,3 +444,36 @@ def _frames(tb: Any) -> Iterator[Any]:
     while tb is not None:
         yield tb
         tb = tb.tb_next
+
+
+def test_what_the_task_iterator_read_spares_the_status_and_stat_of_each_holder(
+    fake: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dmabuf_inspect.kernel.bpf.records import TaskInfo
+
+    ref = reference()
+    hz = os.sysconf("SC_CLK_TCK")
+    tasks = {
+        p.pid: TaskInfo(
+            p.ppid or 0, p.uid, (p.start_ticks or 0) * (10**9 // hz), p.comm.encode("utf-8", "surrogateescape")
+        )
+        for p in ref.processes
+    }
+    held = fixture_holders()
+    fake["bpf"] = FakeBpf(bpf_buffers(ref), Holders(held.fds, held.maps, tasks))
+    read: list[str] = []
+    real_read_once = Tree.read_once
+
+    def counting(self: Tree, rel: str, size: int) -> bytes:
+        read.append(rel)
+        return real_read_once(self, rel, size)
+
+    monkeypatch.setattr(Tree, "read_once", counting)
+    snap = collect(live_roots())
+    assert processes(snap) == processes(ref) and [p.ppid for p in snap.processes] == [p.ppid for p in ref.processes]
+    assert sorted(r for r in read if "/fdinfo/" not in r) == sorted(f"{pid}/cmdline" for pid in tasks)
+    # a process the task iterator did not list (it came after the walk) is read from /proc
+    fake["bpf"] = FakeBpf(bpf_buffers(ref), Holders(held.fds, held.maps, {}))
+    read.clear()
+    assert processes(collect(live_roots())) == processes(ref)
+    assert {r.rsplit("/", 1)[1] for r in read} >= {"status", "stat", "cmdline"}

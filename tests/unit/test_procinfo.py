@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from dmabuf_inspect.kernel.procinfo import identify, parse_cmdline, parse_stat, parse_status
 from dmabuf_inspect.kernel.reader import Roots
@@ -61,3 +62,33 @@ def test_identify_gives_the_start_time_that_tells_a_reused_pid_apart() -> None:
     with open("/proc/self/stat", "rb") as f:
         ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
     assert me is not None and me.start_ticks == ticks
+
+
+def test_what_bpf_read_of_a_process_stands_in_for_status_and_stat(tmp_path: Path) -> None:
+    from dmabuf_inspect.kernel.bpf.records import TaskInfo
+    from dmabuf_inspect.kernel.procinfo import start_ticks_of
+
+    (tmp_path / "42").mkdir()
+    (tmp_path / "42" / "cmdline").write_bytes(b"weston\0--backend=drm\0")
+    proc = Roots(proc_root=str(tmp_path), live=True).proc
+    hz = os.sysconf("SC_CLK_TCK")
+    known = TaskInfo(ppid=7, uid=0, start_boottime_ns=123 * 10**9 // hz + 5, comm=b"wes\xfften")
+    ident = identify(proc, 42, known)  # no status nor stat in the tree: only cmdline is read
+    assert ident is not None
+    assert (ident.pid, ident.ppid, ident.uid, ident.user, ident.cmdline) == (42, 7, 0, "root", "weston --backend=drm")
+    assert ident.comm == b"wes\xfften".decode("utf-8", "surrogateescape") and ident.start_ticks == 123
+    assert start_ticks_of(10**9) == hz and start_ticks_of(10**9 // hz - 1) == 0
+    assert identify(proc, 43, known) is None  # gone before its cmdline was read
+    unknown_uid = identify(proc, 42, known._replace(uid=None))
+    assert unknown_uid is not None and (unknown_uid.uid, unknown_uid.user) == (None, "?")
+
+
+def test_what_bpf_read_is_not_used_for_a_capture(tmp_path: Path) -> None:
+    from dmabuf_inspect.kernel.bpf.records import TaskInfo
+
+    (tmp_path / "42").mkdir()
+    (tmp_path / "42" / "status").write_bytes(STATUS)
+    (tmp_path / "42" / "stat").write_bytes(b"42 (cap) S 1 0 0 0 0 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0 0\n")
+    proc = Roots(proc_root=str(tmp_path)).proc
+    ident = identify(proc, 42, TaskInfo(7, 5, 10**12, b"bpf"))
+    assert ident is not None and (ident.comm, ident.ppid, ident.uid, ident.start_ticks) == ("cap", 1, 1000, 99)

@@ -4,6 +4,7 @@
     dmabuf_records(layout)        iter/dmabuf: one binary BUFFER record per buffer (+ device names)
     dmabuf_android(layout, fd)    iter/dmabuf: Android's 4 lines per buffer (bpf_seq_printf)
     task_file_records(layout)     iter/task_file: one FD record per dma-buf fd of a process
+    task_records(layout)          iter/task: one TASK record per process (who it is)
     task_vma_records(layout)      iter/task_vma: one VMA record per dma-buf mapping of a process
 
 The programs read kernel memory the way the verifier allows a tracing program to: loads through
@@ -26,6 +27,7 @@ from dmabuf_inspect.kernel.bpf.asm import (
     JGE,
     JLE,
     JNE,
+    JSET,
     R0,
     R1,
     R2,
@@ -74,6 +76,11 @@ assert DEVICES.size == BUFFER.size
 FD = struct.Struct("=IIQ")
 # struct { u32 pid, pad; u64 start, end, pgoff, inode, vm_flags; char name[32]; }
 VMA = struct.Struct(f"=IIQQQQQ{DMA_BUF_NAME_LEN}s")
+# struct { u32 pid, ppid, uid, pad; u64 start_boottime; char comm[16]; }: what /proc/PID/status and
+# stat say of a process (PPid, the real Uid, starttime in ns, comm), for a scan that found it
+TASK_COMM_LEN = 16  # include/linux/sched.h
+TASK = struct.Struct(f"=IIIIQ{TASK_COMM_LEN}s")
+PF_KTHREAD = 0x00200000  # include/linux/sched.h: /proc names a kernel thread otherwise than by comm
 ANDROID_FORMAT = b"%lu\n%llu\n%s\n%s\n\0"  # Android's dmabufIter.c and the kernel's selftest
 
 _NEWLINE, _SPACE = 0x0A, 0x20
@@ -122,6 +129,14 @@ _BTF_NAMES = (
     "fences",
     "dma_resv_list",
     "num_fences",
+    "bpf_iter_task",
+    "real_parent",
+    "real_cred",
+    "cred",
+    "uid",
+    "comm",
+    "start_boottime",
+    "flags",
 )
 
 
@@ -168,10 +183,31 @@ class Layout(NamedTuple):
     dma_buf_resv: int | None = None
     dma_resv_fences: int | None = None
     dma_resv_list_num_fences: int | None = None
+    # iter/task (5.8+) and what a TASK record reads; None: processes are identified from /proc
+    task_iter_id: int | None = None
+    ctx_task_task: int = 8
+    task_real_parent: int | None = None
+    task_real_cred: int | None = None
+    cred_uid: int | None = None
+    task_comm: int | None = None
+    task_start_boottime: int | None = None
+    task_flags: int | None = None
 
     @property
     def counts_fences(self) -> bool:
         return None not in (self.dma_buf_resv, self.dma_resv_fences, self.dma_resv_list_num_fences)
+
+    @property
+    def identifies_tasks(self) -> bool:
+        return None not in (
+            self.task_iter_id,
+            self.task_real_parent,
+            self.task_real_cred,
+            self.cred_uid,
+            self.task_comm,
+            self.task_start_boottime,
+            self.task_flags,
+        )
 
     @classmethod
     def from_btf(cls, btf: Btf) -> "Layout":
@@ -209,6 +245,29 @@ class Layout(NamedTuple):
         ):
             resv, fences = ptr("dma_buf", "resv"), ptr("dma_resv", "fences")
             num_fences = at("dma_resv_list", "num_fences", 4)
+        task = btf.find("bpf_iter_task", FUNC)
+        identity: dict[str, int | None] = {}
+        if task is not None and all(
+            btf.has_field(*f)
+            for f in (
+                ("task_struct", "real_parent"),
+                ("task_struct", "real_cred"),
+                ("cred", "uid"),
+                ("task_struct", "comm"),
+                ("task_struct", "start_boottime"),  # 5.5+
+                ("task_struct", "flags"),
+            )
+        ):
+            identity = {
+                "task_iter_id": task,
+                "ctx_task_task": ctx(task, "task", 8),
+                "task_real_parent": ptr("task_struct", "real_parent"),
+                "task_real_cred": ptr("task_struct", "real_cred"),
+                "cred_uid": at("cred", "uid", 4),
+                "task_comm": at("task_struct", "comm", TASK_COMM_LEN),
+                "task_start_boottime": at("task_struct", "start_boottime"),
+                "task_flags": at("task_struct", "flags", 4),
+            }
         return cls(
             dmabuf_iter_id=dmabuf,
             task_file_iter_id=task_file,
@@ -248,6 +307,7 @@ class Layout(NamedTuple):
             dma_buf_resv=resv,
             dma_resv_fences=fences,
             dma_resv_list_num_fences=num_fences,
+            **identity,  # type: ignore[arg-type]
         )
 
 
@@ -290,6 +350,39 @@ def task_file_records(layout: Layout, magic: int = DMA_BUF_MAGIC) -> bytes:
     a.ldx(DW, R2, R2, layout.inode_i_ino)
     a.stx(W, FP, -16, R3).stx(W, FP, -12, R9).stx(DW, FP, -8, R2)
     a.ldx(DW, R1, R6, layout.meta_seq).movr(R2, FP).add(R2, -FD.size).mov(R3, FD.size).call(FUNC_SEQ_WRITE)
+    return _out(a)
+
+
+def task_records(layout: Layout) -> bytes:
+    """iter/task: a TASK record per user process (thread group leaders, no kernel thread: stat
+    names those by their worker's description, not comm), what /proc/PID/status and stat would say
+    of it: PPid (real_parent's tgid), the real Uid (real_cred->uid, as status prints it),
+    starttime in ns since boot (start_boottime; stat divides it into clock ticks) and comm."""
+    if not layout.identifies_tasks:
+        raise ValueError("this kernel's BTF lacks what a TASK record reads")
+    assert layout.task_real_parent is not None and layout.task_real_cred is not None and layout.cred_uid is not None
+    assert layout.task_comm is not None and layout.task_start_boottime is not None
+    assert layout.task_flags is not None
+    rec = -TASK.size
+    a = Asm()
+    a.ldx(DW, R6, R1, 0)  # meta
+    a.ldx(DW, R7, R1, layout.ctx_task_task)
+    a.jmp(JEQ, R7, 0, "out")
+    a.ldx(W, R2, R7, layout.task_flags).jmp(JSET, R2, PF_KTHREAD, "out")
+    _leader_check(a, layout, R7, R3)
+    _zero(a, rec, TASK.size)
+    a.stx(W, FP, rec, R3)
+    a.ldx(DW, R2, R7, layout.task_real_parent).jmp(JEQ, R2, 0, "no_parent")
+    a.ldx(W, R2, R2, layout.task_tgid).stx(W, FP, rec + 4, R2)
+    a.label("no_parent")
+    a.st(W, FP, rec + 8, -1)  # INVALID_UID, where no cred is read
+    a.ldx(DW, R2, R7, layout.task_real_cred).jmp(JEQ, R2, 0, "no_cred")
+    a.ldx(W, R2, R2, layout.cred_uid).stx(W, FP, rec + 8, R2)
+    a.label("no_cred")
+    a.ldx(DW, R2, R7, layout.task_start_boottime).stx(DW, FP, rec + 16, R2)
+    a.movr(R3, R7).add(R3, layout.task_comm)
+    a.movr(R1, FP).add(R1, rec + 24).mov(R2, TASK_COMM_LEN).call(FUNC_PROBE_READ_KERNEL)
+    a.ldx(DW, R1, R6, layout.meta_seq).movr(R2, FP).add(R2, rec).mov(R3, TASK.size).call(FUNC_SEQ_WRITE)
     return _out(a)
 
 

@@ -14,6 +14,7 @@ Our own binary records (programs.py), in the machine's byte order, for the scan:
     DEVICES u64 marker (all ones); char names[4][32]: after a BUFFER with device names, one for
             each 4 of them                                                       (136 bytes)
     FD      u32 pid, fd; u64 inode
+    TASK    u32 pid, ppid, uid, pad; u64 start_boottime; char comm[16]
     VMA     u32 pid, pad; u64 start, end, pgoff, inode, vm_flags; char name[32]
 
 parse_android() skips what it can't read and counts it (a line that is no number where one is
@@ -42,6 +43,7 @@ from dmabuf_inspect.kernel.bpf.programs import (
     MAX_ATTACHMENTS,
     MAX_DEVICE_NAMES,
     NAMES_PER_RECORD,
+    TASK,
     VMA,
 )
 from dmabuf_inspect.model import BufInfoTable, MapEntry
@@ -459,3 +461,25 @@ def bufinfo_table(buffers: list[BpfBuffer]) -> BufInfoTable:
     return BufInfoTable(
         size, flags, mode, count, exp_name, inode, name, ((),) * len(buffers), devices, len(buffers), sum(size)
     )
+
+
+INVALID_UID = 0xFFFFFFFF  # (uid_t)-1: the program found no cred
+
+
+class TaskInfo(NamedTuple):
+    """Who a process is, as iter/task read it from its task_struct."""
+
+    ppid: int
+    uid: int | None
+    start_boottime_ns: int  # /proc/PID/stat's starttime, before its division into clock ticks
+    comm: bytes
+
+
+def parse_task_records(data: bytes) -> dict[int, TaskInfo]:
+    """TASK records: pid -> TaskInfo."""
+    if len(data) % TASK.size:
+        raise BpfParseError(f"task records cut short: {len(data)} bytes is no multiple of {TASK.size}")
+    return {
+        pid: TaskInfo(ppid, None if uid == INVALID_UID else uid, start, _cstring(comm))
+        for pid, ppid, uid, _pad, start, comm in TASK.iter_unpack(data)
+    }

@@ -29,11 +29,13 @@ from dmabuf_inspect.kernel.bpf.records import (
     BpfBuffer,
     BpfListing,
     BpfParseError,
+    TaskInfo,
     parse_android,
     parse_buffer_listing,
     parse_buffer_records,
     parse_buffer_table,
     parse_fd_records,
+    parse_task_records,
     parse_vma_records,
 )
 from dmabuf_inspect.kernel.bpf.syscall import NEEDS_ROOT, BpfError, VerifierError
@@ -48,13 +50,16 @@ BPFFS = "/sys/fs/bpf"
 NO_DMABUF_ITER = "kernel has no dma-buf BPF iterator (6.16+)"
 NO_TASK_FILE = "kernel has no task_file BPF iterator (5.8+)"
 NO_TASK_VMA = "kernel has no task_vma BPF iterator (5.12+)"
+NO_TASK_ITER = "kernel has no task BPF iterator (5.8+), or its BTF lacks what a TASK record reads"
+NOT_INITIAL_TIMENS = "in a time namespace of its own: its /proc shifts start times"
 NO_BTF = f"kernel has no BTF ({VMLINUX}, CONFIG_DEBUG_INFO_BTF)"
-LAYOUT_SCHEMA = "dmabuf-inspect-bpf-layout/3"
+LAYOUT_SCHEMA = "dmabuf-inspect-bpf-layout/4"
 BTF_LIMIT = 1 << 28  # read whole: vmlinux BTF is 5-6 MB
 ANDROID_RECORD_MAX = 2 * 21 + 32 + 64  # two numbers, a name, an exporter, with their newlines
 
 NOT_INITIAL_PIDNS = "in a pid namespace of its own: the task iterators give the kernel's pids, not this /proc's"
 PROC_PID_INIT_INO = 0xEFFFFFFC  # include/linux/proc_ns.h: the initial pid namespace's inode
+PROC_TIME_INIT_INO = 0xEFFFFFFA  # the initial time namespace's
 
 # capability bits (include/uapi/linux/capability.h)
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
@@ -86,6 +91,7 @@ class Holders(NamedTuple):
 
     fds: dict[int, dict[int, tuple[int, ...]]]  # pid -> inode -> fds (ascending)
     maps: dict[int, list[MapEntry]]  # pid -> mappings, in address order
+    tasks: dict[int, TaskInfo] | None = None  # pid -> who it is (iter/task); None: read /proc
 
 
 def reason_of(exc: BaseException) -> str:
@@ -117,6 +123,17 @@ def in_initial_pid_namespace() -> bool:
     """Whether this process sees the kernel's own pids (the programs read task->tgid)."""
     try:
         return Tree("/proc", live=True).readlink("self/ns/pid") == f"pid:[{PROC_PID_INIT_INO}]"
+    except OSError:
+        return False
+
+
+def in_initial_time_namespace() -> bool:
+    """Whether this /proc gives start times as the kernel keeps them (a time namespace, 5.6+,
+    shifts them by its boot-time offset)."""
+    try:
+        return Tree("/proc", live=True).readlink("self/ns/time") == f"time:[{PROC_TIME_INIT_INO}]"
+    except FileNotFoundError:
+        return True  # before 5.6: no time namespaces
     except OSError:
         return False
 
@@ -277,11 +294,14 @@ def _release(uname_release: str | None = None) -> tuple[int, int]:
 
 
 def read_iterator(fd: int) -> tuple[bytes, int]:
-    """All an iterator fd gives, and the length of its first read()."""
-    first = os.read(fd, 1 << 20)
+    """All an iterator fd gives, and the length of its first read(). Each read() asks for what one
+    can give (its seq_file buffer): os.read() allocates what it asks for, and 1 MiB a call was an
+    mmap() and a shrinking mremap() per 32 KiB of a 1.4 MB walk."""
+    size = _seq_batch_bytes()
+    first = os.read(fd, size)
     parts = [first]
     while parts[-1]:
-        parts.append(os.read(fd, 1 << 20))
+        parts.append(os.read(fd, size))
     return b"".join(parts), len(first)
 
 
@@ -337,6 +357,10 @@ class BpfSource:
             if layout.task_file_iter_id is None:
                 raise BpfUnavailable(NO_TASK_FILE)
             return Iterator(name, programs.task_file_records(layout), layout.task_file_iter_id)
+        if name == "task":
+            if layout.task_iter_id is None or not layout.identifies_tasks:
+                raise BpfUnavailable(NO_TASK_ITER)
+            return Iterator(name, programs.task_records(layout), layout.task_iter_id)
         if layout.task_vma_iter_id is None:
             raise BpfUnavailable(NO_TASK_VMA)
         return Iterator(name, programs.task_vma_records(layout), layout.task_vma_iter_id)
@@ -399,7 +423,24 @@ class BpfSource:
             raise BpfUnavailable(reason_of(exc)) from None
         except OSError as exc:
             raise BpfUnavailable(f"reading the task iterators: {exc.strerror}") from None
-        return Holders(fds, maps)
+        try:
+            tasks = self.tasks()
+        except BpfUnavailable:
+            tasks = None  # the scan reads each process's /proc/PID/status and stat instead
+        return Holders(fds, maps, tasks)
+
+    def tasks(self) -> dict[int, TaskInfo]:
+        """Who every process is (iter/task): pid -> ppid, real uid, start time, comm, as
+        /proc/PID/status and stat give them. Raises only BpfUnavailable."""
+        if not in_initial_time_namespace():
+            raise BpfUnavailable(NOT_INITIAL_TIMENS)
+        it = self._iterator("task")
+        try:
+            return parse_task_records(it.read())
+        except (BpfError, BpfParseError) as exc:
+            raise BpfUnavailable(reason_of(exc)) from None
+        except OSError as exc:
+            raise BpfUnavailable(f"reading the task iterator: {exc.strerror}") from None
 
     def close(self) -> None:
         for it in self._iters.values():
