@@ -101,6 +101,7 @@ def test_status_names_what_is_there(bpffs: str, capsys: pytest.CaptureFixture[st
     rows = {line[:16].strip(): line[16:].strip() for line in capsys.readouterr().out.splitlines()}
     assert rows["privileges"] == "ok"
     assert rows["task iterators"] == "ok"
+    assert rows["task iterator"] == "ok"
     if HAS_DMABUF_ITER:
         assert rows["dma-buf iterator"] == "ok"
     else:

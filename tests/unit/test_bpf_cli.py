@@ -57,7 +57,12 @@ def test_pin_off_bpffs_says_where_to_mount_it(tmp_path: Path, capsys: pytest.Cap
 def test_status_prints_one_line_per_part(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bpf", "status"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line[:16].strip() for line in lines][:3] == ["privileges", "dma-buf iterator", "task iterators"]
+    assert [line[:16].strip() for line in lines][:4] == [
+        "privileges",
+        "dma-buf iterator",
+        "task iterators",
+        "task iterator",
+    ]
     assert all(line[16:18] == "  " and line[18:] for line in lines)
 
 

@@ -64,7 +64,11 @@ def _status() -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     rows.append(("privileges", "ok" if source.capable() else f"unavailable: {NEEDS_ROOT}"))
     with source.BpfSource() as bpf:
-        for name, walk in (("dma-buf iterator", bpf.buffers), ("task iterators", bpf.holders)):
+        for name, walk in (
+            ("dma-buf iterator", bpf.buffers),
+            ("task iterators", bpf.holders),
+            ("task iterator", bpf.tasks),  # who each process is, for a scan with BPF holders
+        ):
             try:
                 walk()
                 rows.append((name, "ok"))
