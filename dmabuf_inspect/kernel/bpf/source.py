@@ -119,23 +119,26 @@ def capable(status_path: str = "/proc/self/status") -> bool:
     return caps & wanted == wanted or bool(caps & (1 << CAP_SYS_ADMIN))
 
 
-def in_initial_pid_namespace() -> bool:
-    """Whether this process sees the kernel's own pids (the programs read task->tgid)."""
+def _in_initial_namespace(kind: str, inode: int, *, absent: bool = False) -> bool:
+    """Whether /proc/self/ns/KIND is the initial namespace (its inode, proc_ns.h); `absent`: the
+    answer where the kernel has no such namespace."""
     try:
-        return Tree("/proc", live=True).readlink("self/ns/pid") == f"pid:[{PROC_PID_INIT_INO}]"
+        return Tree("/proc", live=True).readlink(f"self/ns/{kind}") == f"{kind}:[{inode}]"
+    except FileNotFoundError:
+        return absent
     except OSError:
         return False
+
+
+def in_initial_pid_namespace() -> bool:
+    """Whether this process sees the kernel's own pids (the programs read task->tgid)."""
+    return _in_initial_namespace("pid", PROC_PID_INIT_INO)
 
 
 def in_initial_time_namespace() -> bool:
     """Whether this /proc gives start times as the kernel keeps them (a time namespace, 5.6+,
-    shifts them by its boot-time offset)."""
-    try:
-        return Tree("/proc", live=True).readlink("self/ns/time") == f"time:[{PROC_TIME_INIT_INO}]"
-    except FileNotFoundError:
-        return True  # before 5.6: no time namespaces
-    except OSError:
-        return False
+    shifts them by its boot-time offset; before 5.6 there is none)."""
+    return _in_initial_namespace("time", PROC_TIME_INIT_INO, absent=True)
 
 
 # --- the layout, from BTF, cached by the BTF's checksum ---------------------------------------------
