@@ -141,6 +141,10 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         )
         module.add_arguments(p)
         _add_root_options(p, after=True)
+        for action in p._actions:  # a command's own actions (`bpf status`) take them after them too
+            if isinstance(action, argparse._SubParsersAction):
+                for nested in action.choices.values():
+                    _add_root_options(nested, after=True)
     return parser
 
 

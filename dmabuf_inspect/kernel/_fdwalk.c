@@ -6,6 +6,15 @@
  * drops; in Python, os.stat() makes an os.stat_result for every fd.
  * Optional: dmabuf_inspect.fdwalk does the same with os.stat() when this is not built.
  *
+ * bufinfo_plain(body) -> columns or None: the objects of a debugfs bufinfo that has no fence and
+ * no attached device (the common file), split and converted in one pass; kernel/bufinfo.py does
+ * the same with bytes.split() and int() per distinct field when this is not built, and for any
+ * file this returns None for.
+ *
+ * fd_records(data) -> {pid: {inode: fds}} or None: the task_file iterator's records (pid u32, fd
+ * u32, inode u64, native order) grouped as kernel/bpf/records.py's parse_fd_records() groups them;
+ * None where a pid's records are not together or not in fd order (Python sorts them then).
+ *
  * bpf(cmd, attr, pointers) -> int: the bpf(2) system call for kernel/bpf/syscall.py, which
  * otherwise calls it through ctypes (whose import costs a whole-process `dump` more than the
  * calls themselves under TCG).
@@ -14,6 +23,7 @@
 #include <Python.h>
 
 #include <dirent.h>
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -334,6 +344,184 @@ static PyObject *weave(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* dma_buf_debug_show() (5.3+) ends an object with no fence and no device so. */
+static const char PLAIN_END[] = "\n\tAttached Devices:\nTotal 0 devices attached\n\n";
+#define BUFINFO_COLUMNS 7
+
+/* A field of 1..20 decimal digits (1..16 hex digits), as bufinfo.py's _numbers() takes it; 0
+ * for anything else, or past 2^64 - 1 (Python's int would take it: the caller steps aside). */
+static int field_number(const char *p, size_t n, int hex, unsigned long long *out) {
+    unsigned long long v = 0;
+    if (n == 0 || n > (hex ? 16u : 20u)) return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned c = (unsigned char)p[i], d;
+        if (c >= '0' && c <= '9') d = c - '0';
+        else if (hex && c >= 'a' && c <= 'f') d = c - 'a' + 10;
+        else if (hex && c >= 'A' && c <= 'F') d = c - 'A' + 10;
+        else return 0;
+        if (hex) v = (v << 4) | d;
+        else {
+            if (v > (ULLONG_MAX - d) / 10) return 0;
+            v = v * 10 + d;
+        }
+    }
+    *out = v;
+    return 1;
+}
+
+/* Columns: size, flags, mode, count, inode as ints (flags and mode hex), exp_name and name as
+ * bytes. A field equal to the one above it is the same object (a column holds few values). */
+static PyObject *bufinfo_plain(PyObject *self, PyObject *args) {
+    Py_buffer body;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*:bufinfo_plain", &body)) return NULL;
+    static const int is_hex[BUFINFO_COLUMNS] = {0, 1, 1, 0, -1, 0, -1}; /* -1: bytes */
+    const size_t end_len = sizeof PLAIN_END - 1;
+    const char *p = body.buf, *end = p + body.len;
+    PyObject *cols[BUFINFO_COLUMNS] = {NULL}, *prev[BUFINFO_COLUMNS] = {NULL}, *result = NULL;
+    const char *prev_at[BUFINFO_COLUMNS] = {NULL};
+    size_t prev_len[BUFINFO_COLUMNS] = {0};
+    int plain = 0;
+    for (int k = 0; k < BUFINFO_COLUMNS; k++)
+        if ((cols[k] = PyList_New(0)) == NULL) goto done;
+    while (p < end) {
+        if (end - p == 1 && *p == '\n') {
+            plain = PyList_GET_SIZE(cols[0]) > 0;
+            break;
+        }
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL || (size_t)(end - nl) < end_len || memcmp(nl, PLAIN_END, end_len) != 0) break;
+        const char *at[BUFINFO_COLUMNS];
+        size_t len[BUFINFO_COLUMNS];
+        int k = 0;
+        for (const char *f = p;; k++) {
+            const char *tab = k < BUFINFO_COLUMNS - 1 ? memchr(f, '\t', (size_t)(nl - f)) : NULL;
+            if (k == BUFINFO_COLUMNS - 1) {
+                if (memchr(f, '\t', (size_t)(nl - f)) != NULL) k = -1; /* a tab in the name */
+                at[BUFINFO_COLUMNS - 1] = f;
+                len[BUFINFO_COLUMNS - 1] = (size_t)(nl - f);
+                break;
+            }
+            if (tab == NULL) {
+                k = -1;
+                break;
+            }
+            at[k] = f;
+            len[k] = (size_t)(tab - f);
+            f = tab + 1;
+        }
+        if (k < 0) break;
+        int ok = 1;
+        for (k = 0; ok && k < BUFINFO_COLUMNS; k++) {
+            PyObject *v;
+            if (prev[k] != NULL && prev_len[k] == len[k] && memcmp(prev_at[k], at[k], len[k]) == 0) {
+                v = prev[k];
+                Py_INCREF(v);
+            } else if (is_hex[k] < 0) {
+                v = PyBytes_FromStringAndSize(at[k], (Py_ssize_t)len[k]);
+            } else {
+                unsigned long long x;
+                if (!field_number(at[k], len[k], is_hex[k], &x)) {
+                    ok = 0;
+                    break;
+                }
+                v = PyLong_FromUnsignedLongLong(x);
+            }
+            if (v == NULL) goto done;
+            int appended = PyList_Append(cols[k], v);
+            Py_DECREF(v); /* the list holds it */
+            if (appended) goto done;
+            prev[k] = v;
+            prev_at[k] = at[k];
+            prev_len[k] = len[k];
+        }
+        if (!ok) break;
+        p = nl + end_len;
+    }
+    if (!plain) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    for (int k = 0; k < BUFINFO_COLUMNS; k++) {
+        if (is_hex[k] >= 0) {
+            PyObject *t = PyList_AsTuple(cols[k]);
+            if (t == NULL) goto done;
+            Py_SETREF(cols[k], t);
+        }
+    }
+    result = PyTuple_Pack(BUFINFO_COLUMNS, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6]);
+done:
+    for (int k = 0; k < BUFINFO_COLUMNS; k++) Py_XDECREF(cols[k]);
+    PyBuffer_Release(&body);
+    return result;
+}
+
+static PyObject *fd_records(PyObject *self, PyObject *args) {
+    Py_buffer data;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*:fd_records", &data)) return NULL;
+    typedef struct {
+        uint32_t pid, fd;
+        uint64_t inode;
+    } __attribute__((packed)) record_t;
+    PyObject *out = NULL, *held = NULL;
+    if (data.len % (Py_ssize_t)sizeof(record_t)) {
+        PyErr_SetString(PyExc_ValueError, "fd_records: not a whole number of 16-byte records");
+        goto fail;
+    }
+    if ((out = PyDict_New()) == NULL) goto fail;
+    const char *at = data.buf;
+    Py_ssize_t n = data.len / (Py_ssize_t)sizeof(record_t);
+    uint32_t pid = 0, last_fd = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        record_t r;
+        memcpy(&r, at + i * (Py_ssize_t)sizeof r, sizeof r);
+        if (held == NULL || r.pid != pid) {
+            PyObject *key = PyLong_FromUnsignedLong(r.pid);
+            if (key == NULL) goto fail;
+            int seen = PyDict_Contains(out, key);
+            held = seen == 0 ? PyDict_New() : NULL;
+            if (held == NULL || PyDict_SetItem(out, key, held)) {
+                Py_DECREF(key);
+                if (seen == 1) { /* a task's records apart: Python sorts them */
+                    Py_DECREF(out);
+                    PyBuffer_Release(&data);
+                    Py_RETURN_NONE;
+                }
+                goto fail;
+            }
+            Py_DECREF(key);
+            Py_DECREF(held); /* out holds it */
+            pid = r.pid;
+        } else if (r.fd <= last_fd) { /* the iterator walks a task's fds in order */
+            Py_DECREF(out);
+            PyBuffer_Release(&data);
+            Py_RETURN_NONE;
+        }
+        last_fd = r.fd;
+        PyObject *inode = PyLong_FromUnsignedLongLong(r.inode), *fd = PyLong_FromUnsignedLong(r.fd), *fds = NULL;
+        PyObject *had = inode && fd ? PyDict_GetItemWithError(held, inode) : NULL; /* borrowed */
+        if (inode && fd && (had != NULL || !PyErr_Occurred())) {
+            /* one fd (most buffers): a 1-tuple; another fd of the same buffer: a longer copy */
+            Py_ssize_t k = had == NULL ? 0 : PyTuple_GET_SIZE(had);
+            fds = PyTuple_New(k + 1);
+            for (Py_ssize_t j = 0; fds != NULL && j < k; j++) PyTuple_SET_ITEM(fds, j, Py_NewRef(PyTuple_GET_ITEM(had, j)));
+            if (fds != NULL) PyTuple_SET_ITEM(fds, k, Py_NewRef(fd));
+        }
+        int bad = fds == NULL || PyDict_SetItem(held, inode, fds) != 0;
+        Py_XDECREF(fds);
+        Py_XDECREF(inode);
+        Py_XDECREF(fd);
+        if (bad) goto fail;
+    }
+    PyBuffer_Release(&data);
+    return out;
+fail:
+    Py_XDECREF(out);
+    PyBuffer_Release(&data);
+    return NULL;
+}
+
 /* bpf(cmd, attr, pointers) -> int: syscall(__NR_bpf, cmd, attr, len(attr)). `attr` is a writable
  * buffer (a bytearray, union bpf_attr); `pointers` a tuple of (offset, buffer) pairs: each
  * buffer's address is written into attr at offset (a u64, as the kernel's __aligned_u64 fields)
@@ -396,6 +584,15 @@ static PyMethodDef methods[] = {
      "weave(pieces, rows, sep, nested={}) -> str: pieces[0] row[0] pieces[1] ... pieces[n] for each\n"
      "row, rows separated by sep (str as is, int in decimal, None as null, a tuple of ints joined\n"
      "by ',', a column k of nested woven as rows with nested[k] and ','); ASCII only."},
+    {"bufinfo_plain", bufinfo_plain, METH_VARARGS,
+     "bufinfo_plain(body) -> (sizes, flags, modes, counts, exp_names, inodes, names) or None: the\n"
+     "objects of a bufinfo body (between its header and its Total line) when every one is an object\n"
+     "line of 7 tab-separated fields with no fence and no device; numbers as ints (flags, mode hex),\n"
+     "the rest as bytes."},
+    {"fd_records", fd_records, METH_VARARGS,
+     "fd_records(data) -> {pid: {inode: fds}} or None: 16-byte records (pid u32, fd u32, inode u64)\n"
+     "grouped by pid, fds ascending, inodes in the order of their first fd; None where a pid's\n"
+     "records are not together or their fds not ascending."},
     {"bpf", sys_bpf, METH_VARARGS,
      "bpf(cmd, attr, pointers) -> int: bpf(2) on the bytearray attr, with the address of each\n"
      "buffer of pointers ((offset, buffer), ...) written into attr at its offset first;\n"
@@ -404,7 +601,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fdwalk", "The fd-table walk of a live scan, the JSON writer's weave() and bpf(2), in C.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_fdwalk", "The fd-table walk of a live scan, the JSON writer's weave(), bufinfo's plain objects and bpf(2), in C.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -43,6 +43,19 @@ from dmabuf_inspect.kernel.reader import Tree
 from dmabuf_inspect.model import BufInfo, BufInfoEntry, BufInfoTable, Fence
 from dmabuf_inspect.textsafe import as_bytes as _as_bytes
 
+TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+_c_plain: Callable[[bytes], _fdwalk.PlainColumns | None] | None
+try:
+    from dmabuf_inspect.kernel import _fdwalk
+
+    _c_plain = _fdwalk.bufinfo_plain
+except (ImportError, AttributeError):  # built only where a C compiler was at install time
+    _c_plain = None
+
 
 class BufinfoParseError(ValueError):
     """The text is not a dma_buf/bufinfo at all: empty, or nothing in it is recognisable.
@@ -288,6 +301,41 @@ def _objects(body: bytes, texts: _Texts) -> _Objects | None:
     return list(rows), fences, devices
 
 
+_Columns = tuple[
+    tuple[int, ...],
+    tuple[int, ...],
+    tuple[int, ...],
+    tuple[int, ...],
+    list[bytes],
+    tuple[int, ...],
+    list[bytes],
+    tuple[tuple[Fence, ...], ...],
+    tuple[tuple[str, ...], ...],
+]
+
+
+def _columns(body: bytes, texts: _Texts) -> _Columns | None:
+    """The objects' fields column by column, with C calls per column (what _fdwalk.bufinfo_plain
+    does in one pass for the plain file), or None."""
+    objects = _plain_objects(body)
+    if objects is None or b"\n" in (joined := b"\t".join(objects[0])):
+        objects = _objects(body, texts)
+        if objects is None:
+            return None
+        joined = b"\t".join(objects[0])
+    rows, fences, devices = objects
+    if set(map(bytes.count, rows, repeat(b"\t"))) != {6}:
+        return None
+    fields = joined.split(b"\t")
+    sizes, flags, modes, counts, inodes = (
+        _numbers(fields[k::7], base, longest)
+        for k, base, longest in ((0, 10, 20), (1, 16, 16), (2, 16, 16), (3, 10, 20), (5, 10, 20))
+    )
+    if sizes is None or flags is None or modes is None or counts is None or inodes is None:
+        return None
+    return sizes, flags, modes, counts, fields[4::7], inodes, fields[6::7], tuple(fences), tuple(devices)
+
+
 def _table_fast(raw: bytes) -> BufInfoTable | None:
     """The common case of 5.3+, column by column in C, with no Python code per object: every
     object well-formed, the kernel's blank lines exactly, no tab or newline in a name, every
@@ -306,23 +354,16 @@ def _table_fast(raw: bytes) -> BufInfoTable | None:
     if body == b"\n":
         return BufInfoTable((), (), (), (), (), (), (), (), (), *totals)
     texts = _Texts()
-    objects = _plain_objects(body)
-    if objects is None or b"\n" in (joined := b"\t".join(objects[0])):
-        objects = _objects(body, texts)
-        if objects is None:
+    plain = _c_plain(body) if _c_plain is not None else None
+    if plain is not None:  # no fence, no device: the columns in one C pass
+        sizes, flags, modes, counts, exps, inodes, names = plain
+        fences: tuple[tuple[Fence, ...], ...] = ((),) * len(inodes)
+        devices: tuple[tuple[str, ...], ...] = ((),) * len(inodes)
+    else:
+        columns = _columns(body, texts)
+        if columns is None:
             return None
-        joined = b"\t".join(objects[0])
-    rows, fences, devices = objects
-    if set(map(bytes.count, rows, repeat(b"\t"))) != {6}:
-        return None
-    fields = joined.split(b"\t")
-    sizes, flags, modes, counts, inodes = (
-        _numbers(fields[k::7], base, longest)
-        for k, base, longest in ((0, 10, 20), (1, 16, 16), (2, 16, 16), (3, 10, 20), (5, 10, 20))
-    )
-    if sizes is None or flags is None or modes is None or counts is None or inodes is None:
-        return None
-    exps, names = fields[4::7], fields[6::7]
+        sizes, flags, modes, counts, exps, inodes, names, fences, devices = columns
     none = b"<none>" if head.group(1) is not None else b""
     name_of = {b: None if b in (b"", none) else b.decode("utf-8", "surrogateescape") for b in set(names)}
     return BufInfoTable(

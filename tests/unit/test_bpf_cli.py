@@ -18,8 +18,17 @@ def test_bpf_needs_an_action(capsys: pytest.CaptureFixture[str]) -> None:
     assert "required: ACTION" in capsys.readouterr().err
 
 
-def test_bpf_refuses_a_captured_tree(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--tree", str(FIXTURES / "k6.12"), "bpf", "status"]) == 2
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--tree", str(FIXTURES / "k6.12"), "bpf", "status"],
+        ["bpf", "--tree", str(FIXTURES / "k6.12"), "status"],
+        ["bpf", "status", "--tree", str(FIXTURES / "k6.12")],  # after the action too, as after any command
+        ["bpf", "unpin", "/sys/fs/bpf/x", "--tree", str(FIXTURES / "k6.12")],
+    ],
+)
+def test_bpf_refuses_a_captured_tree(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
     assert capsys.readouterr().err.strip() == (
         "dmabuf-inspect: bpf works on the running kernel only, not on a captured tree"
     )

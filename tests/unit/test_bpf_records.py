@@ -8,6 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dmabuf_inspect.kernel import _fdwalk
+from dmabuf_inspect.kernel.bpf import records
 from dmabuf_inspect.kernel.bpf.programs import BUFFER, DEVICES, DEVICES_MARKER, FD, VMA
 from dmabuf_inspect.kernel.bpf.records import (
     BpfBuffer,
@@ -260,6 +262,43 @@ def test_fast_fd_parser_equals_the_plain_one(records: list[tuple[int, int, int]]
     in_task_order = sorted(dict.fromkeys(records), key=lambda r: (r[0], r[1]))
     _same(parse_fd_records, parse_fd_records_plain, b"".join(FD.pack(*r) for r in in_task_order))
     _same(parse_fd_records, parse_fd_records_plain, b"".join(FD.pack(*r) for r in records))
+
+
+def _python_fd_records(data: bytes) -> dict[int, dict[int, tuple[int, ...]]]:
+    saved, records._c_fd_records = records._c_fd_records, None
+    try:
+        return parse_fd_records(data)
+    finally:
+        records._c_fd_records = saved
+
+
+def _in_order(grouped: dict[int, dict[int, tuple[int, ...]]]) -> list[tuple[int, list[tuple[int, tuple[int, ...]]]]]:
+    return [(pid, list(held.items())) for pid, held in grouped.items()]
+
+
+@FAST
+@given(st.lists(st.tuples(st.integers(1, 6), st.integers(0, 40), st.integers(1, 10)), max_size=60))
+def test_c_fd_grouping_is_the_python_grouping_in_the_same_order(found: list[tuple[int, int, int]]) -> None:
+    one_inode_per_fd = {(pid, fd): inode for pid, fd, inode in found}
+    in_task_order = b"".join(FD.pack(pid, fd, inode) for (pid, fd), inode in sorted(one_inode_per_fd.items()))
+    c = _fdwalk.fd_records(in_task_order)
+    assert c is not None  # the iterator's order: C groups it
+    assert _in_order(c) == _in_order(_python_fd_records(in_task_order))
+    as_drawn = b"".join(FD.pack(*r) for r in found)
+    c = _fdwalk.fd_records(as_drawn)
+    if c is not None:  # else records apart or fds out of order: Python sorts them
+        assert _in_order(c) == _in_order(_python_fd_records(as_drawn))
+    assert parse_fd_records(as_drawn) == _python_fd_records(as_drawn)
+
+
+def test_c_fd_grouping_steps_aside_for_records_out_of_task_order() -> None:
+    apart = [(10, 3, 100), (12, 5, 100), (10, 4, 101)]
+    backwards = [(10, 4, 100), (10, 3, 101)]
+    for found in (apart, backwards):
+        assert _fdwalk.fd_records(b"".join(FD.pack(*r) for r in found)) is None
+    assert _fdwalk.fd_records(b"") == {}
+    with pytest.raises(ValueError, match="16-byte records"):
+        _fdwalk.fd_records(b"x" * 17)
 
 
 @FAST

@@ -49,6 +49,18 @@ from dmabuf_inspect.kernel.bpf.programs import (
 from dmabuf_inspect.model import BufInfoTable, MapEntry
 from dmabuf_inspect.records import NamedTuple
 
+TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+_c_fd_records: Callable[[bytes], dict[int, dict[int, tuple[int, ...]]] | None] | None
+try:
+    from dmabuf_inspect.kernel import _fdwalk
+
+    _c_fd_records = _fdwalk.fd_records
+except (ImportError, AttributeError):  # built only where a C compiler was at install time
+    _c_fd_records = None
+
 _MAX_DIGITS = 20  # %lu, %llu
 # include/linux/mm.h
 VM_READ, VM_WRITE, VM_EXEC, VM_MAYSHARE = 0x1, 0x2, 0x4, 0x80
@@ -350,12 +362,15 @@ def _runs(pids: list[int]) -> list[tuple[int, int, int]]:
 
 def parse_fd_records(data: bytes) -> dict[int, dict[int, tuple[int, ...]]]:
     """FD records: pid -> {inode: fds}, fds ascending and inodes in first-fd order, the shape
-    kernel.fdwalk.fds_by_inode() gives for one process. A process's records are split and
-    grouped by C calls; parse_fd_records_plain() is the same, record by record."""
+    kernel.fdwalk.fds_by_inode() gives for one process. Grouped in one C pass where _fdwalk is
+    built, else a process's records are split and grouped by C calls; parse_fd_records_plain()
+    is the same, record by record."""
     if len(data) % FD.size:
         raise BpfParseError(f"fd records cut short: {len(data)} bytes is no multiple of {FD.size}")
     if not data:
         return {}
+    if _c_fd_records is not None and (grouped := _c_fd_records(data)) is not None:
+        return grouped
     pids, fds, inodes = _u32s(data, FD.size, 0), _u32s(data, FD.size, 4), _u64s(data, FD.size, 8)
     runs = _runs(pids)
     if len({pid for pid, _, _ in runs}) != len(runs):
