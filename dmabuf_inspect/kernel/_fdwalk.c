@@ -15,6 +15,9 @@
  * u32, inode u64, native order) grouped as kernel/bpf/records.py's parse_fd_records() groups them;
  * None where a pid's records are not together or not in fd order (Python sorts them then).
  *
+ * hold(held, refs, pid, fds, holder, skip): one process's fd holders added to a scan's holdings,
+ * as scan/snapshot.py's _Holdings.add() adds them when this is not built.
+ *
  * bpf(cmd, attr, pointers) -> int: the bpf(2) system call for kernel/bpf/syscall.py, which
  * otherwise calls it through ctypes (whose import costs a whole-process `dump` more than the
  * calls themselves under TCG).
@@ -205,12 +208,23 @@ static int text_int(text_t *t, PyObject *v) {
         return r;
     }
     if (text_grow(t, 24)) return -1;
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                "8081828384858687888990919293949596979899";
     char digits[24], *d = digits + sizeof digits;
     unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x;
-    do {
-        *--d = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
+    while (u >= 100) {
+        unsigned k = (unsigned)(u % 100) * 2;
+        u /= 100;
+        *--d = pairs[k + 1];
+        *--d = pairs[k];
+    }
+    if (u >= 10) {
+        *--d = pairs[u * 2 + 1];
+        *--d = pairs[u * 2];
+    } else {
+        *--d = (char)('0' + u);
+    }
     if (x < 0) *--d = '-';
     size_t n = (size_t)(digits + sizeof digits - d);
     memcpy(t->p + t->len, d, n);
@@ -522,6 +536,157 @@ fail:
     return NULL;
 }
 
+static PyObject *hold(PyObject *self, PyObject *args) {
+    PyObject *held, *refs, *pid, *fds, *holder, *skip, *zero = NULL, *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O:hold", &PyDict_Type, &held, &PyDict_Type, &refs, &PyLong_Type, &pid,
+                          &PyDict_Type, &fds, &PyType_Type, &holder, &skip))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)holder, &PyTuple_Type) || (skip != Py_None && !PyDict_Check(skip))) {
+        PyErr_SetString(PyExc_TypeError, "hold: holder must be a tuple type, skip a dict or None");
+        return NULL;
+    }
+    if ((zero = PyLong_FromLong(0)) == NULL) return NULL;
+    PyObject *inode, *its_fds;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(fds, &pos, &inode, &its_fds)) {
+        if (skip != Py_None) {
+            int skipped = PyDict_Contains(skip, inode);
+            if (skipped < 0) goto done;
+            if (skipped) continue;
+        }
+        if (!PyTuple_Check(its_fds)) {
+            PyErr_SetString(PyExc_TypeError, "hold: each inode's fds must be a tuple");
+            goto done;
+        }
+        /* tuple.__new__(holder, (pid, fds, 0, 0)): what the Python way makes, hash and all */
+        PyObject *fields = PyTuple_Pack(4, pid, its_fds, zero, zero);
+        PyObject *call = fields ? PyTuple_Pack(1, fields) : NULL;
+        PyObject *h = call ? PyTuple_Type.tp_new((PyTypeObject *)holder, call, NULL) : NULL;
+        Py_XDECREF(call);
+        Py_XDECREF(fields);
+        PyObject *one = h ? PyTuple_Pack(1, h) : NULL;
+        Py_XDECREF(h);
+        if (one == NULL) goto done;
+        PyObject *had = PyDict_GetItemWithError(held, inode); /* borrowed */
+        PyObject *both = had ? PySequence_Concat(had, one) : (PyErr_Occurred() ? NULL : Py_NewRef(one));
+        Py_DECREF(one);
+        if (both == NULL) goto done;
+        int r = PyDict_SetItem(held, inode, both);
+        Py_DECREF(both);
+        if (r) goto done;
+        PyObject *before = PyDict_GetItemWithError(refs, inode); /* borrowed */
+        if (before == NULL && PyErr_Occurred()) goto done;
+        Py_ssize_t n = PyTuple_GET_SIZE(its_fds) + (before ? PyLong_AsSsize_t(before) : 0);
+        if (n == -1 && PyErr_Occurred()) goto done;
+        PyObject *count = PyLong_FromSsize_t(n);
+        if (count == NULL) goto done;
+        r = PyDict_SetItem(refs, inode, count);
+        Py_DECREF(count);
+        if (r) goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    Py_DECREF(zero);
+    return result;
+}
+
+/* weave_columns(pieces, columns, sep, nested, lookups) -> str: weave() of the rows
+ * (columns[0][i], columns[1][i], ...), with no row tuple: where lookups has a table for
+ * column k, its value is lookups[k][columns[k][i]]. */
+static PyObject *weave_columns(PyObject *self, PyObject *args) {
+    PyObject *pieces, *columns, *sep, *nested, *lookups;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!UO!O!:weave_columns", &PyTuple_Type, &pieces, &PyTuple_Type, &columns, &sep,
+                          &PyDict_Type, &nested, &PyDict_Type, &lookups))
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(pieces) - 1;
+    if (n < 1 || n > 64 || PyTuple_GET_SIZE(columns) != n) {
+        PyErr_SetString(PyExc_ValueError, "weave_columns: 2 to 65 pieces, one column fewer");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        PyObject *piece = PyTuple_GET_ITEM(pieces, i);
+        if (!PyUnicode_Check(piece) || !PyUnicode_IS_ASCII(piece)) {
+            PyErr_SetString(PyExc_TypeError, "weave_columns: pieces must be ASCII str");
+            return NULL;
+        }
+    }
+    if (!PyUnicode_IS_ASCII(sep)) {
+        PyErr_SetString(PyExc_ValueError, "weave: a str that is not ASCII");
+        return NULL;
+    }
+    PyObject *cols[64], *subs[64], *tables[64];
+    Py_ssize_t rows = -1;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        cols[k] = PyTuple_GET_ITEM(columns, k);
+        if (!PyTuple_Check(cols[k]) && !PyList_Check(cols[k])) {
+            PyErr_SetString(PyExc_TypeError, "weave_columns: each column must be a tuple or a list");
+            return NULL;
+        }
+        if (rows >= 0 && PySequence_Fast_GET_SIZE(cols[k]) != rows) {
+            PyErr_SetString(PyExc_ValueError, "weave_columns: columns of different lengths");
+            return NULL;
+        }
+        rows = PySequence_Fast_GET_SIZE(cols[k]);
+        PyObject *key = PyLong_FromSsize_t(k);
+        if (key == NULL) return NULL;
+        subs[k] = PyDict_GetItemWithError(nested, key); /* borrowed */
+        tables[k] = subs[k] || PyErr_Occurred() ? NULL : PyDict_GetItemWithError(lookups, key);
+        Py_DECREF(key);
+        if (PyErr_Occurred()) return NULL;
+        if (subs[k] != NULL && (!PyTuple_Check(subs[k]) || PyTuple_GET_SIZE(subs[k]) < 1)) {
+            PyErr_SetString(PyExc_TypeError, "weave: nested pieces must be a non-empty tuple");
+            return NULL;
+        }
+        if (tables[k] != NULL && !PyDict_Check(tables[k])) {
+            PyErr_SetString(PyExc_TypeError, "weave_columns: a lookup must be a dict");
+            return NULL;
+        }
+    }
+    const char *s = (const char *)PyUnicode_1BYTE_DATA(sep);
+    size_t s_len = (size_t)PyUnicode_GET_LENGTH(sep);
+    PyObject *last_key[64] = {NULL}, *last_text[64] = {NULL}; /* borrowed: the columns and tables hold them */
+    text_t t = {NULL, 0, 0};
+    int r = 0;
+    for (Py_ssize_t i = 0; r == 0 && i < rows; i++) {
+        if (i) {
+            if ((r = text_grow(&t, s_len)) != 0) break;
+            memcpy(t.p + t.len, s, s_len);
+            t.len += s_len;
+        }
+        for (Py_ssize_t k = 0; r == 0 && k <= n; k++) {
+            r = text_str(&t, PyTuple_GET_ITEM(pieces, k));
+            if (r || k == n) continue;
+            PyObject *v = PySequence_Fast_GET_ITEM(cols[k], i);
+            if (tables[k] != NULL) {
+                if (v == last_key[k]) { /* a column of few values repeats them: no lookup */
+                    v = last_text[k];
+                } else {
+                    PyObject *found = PyDict_GetItemWithError(tables[k], v); /* borrowed */
+                    if (found == NULL) {
+                        if (!PyErr_Occurred())
+                            PyErr_Format(PyExc_KeyError, "weave_columns: column %zd has no text for a value", k);
+                        r = -1;
+                        break;
+                    }
+                    last_key[k] = v;
+                    v = last_text[k] = found;
+                }
+            }
+            r = text_value(&t, v, subs[k]);
+        }
+    }
+    if (r) {
+        free(t.p);
+        return NULL;
+    }
+    PyObject *out = PyUnicode_New((Py_ssize_t)t.len, 127);
+    if (out != NULL && t.len) memcpy(PyUnicode_1BYTE_DATA(out), t.p, t.len);
+    free(t.p);
+    return out;
+}
+
 /* bpf(cmd, attr, pointers) -> int: syscall(__NR_bpf, cmd, attr, len(attr)). `attr` is a writable
  * buffer (a bytearray, union bpf_attr); `pointers` a tuple of (offset, buffer) pairs: each
  * buffer's address is written into attr at offset (a u64, as the kernel's __aligned_u64 fields)
@@ -584,6 +749,10 @@ static PyMethodDef methods[] = {
      "weave(pieces, rows, sep, nested={}) -> str: pieces[0] row[0] pieces[1] ... pieces[n] for each\n"
      "row, rows separated by sep (str as is, int in decimal, None as null, a tuple of ints joined\n"
      "by ',', a column k of nested woven as rows with nested[k] and ','); ASCII only."},
+    {"weave_columns", weave_columns, METH_VARARGS,
+     "weave_columns(pieces, columns, sep, nested, lookups) -> str: weave() of the rows of these\n"
+     "columns (tuples or lists of one length), a column k with a table in lookups written as\n"
+     "lookups[k][value]."},
     {"bufinfo_plain", bufinfo_plain, METH_VARARGS,
      "bufinfo_plain(body) -> (sizes, flags, modes, counts, exp_names, inodes, names) or None: the\n"
      "objects of a bufinfo body (between its header and its Total line) when every one is an object\n"
@@ -593,6 +762,10 @@ static PyMethodDef methods[] = {
      "fd_records(data) -> {pid: {inode: fds}} or None: 16-byte records (pid u32, fd u32, inode u64)\n"
      "grouped by pid, fds ascending, inodes in the order of their first fd; None where a pid's\n"
      "records are not together or their fds not ascending."},
+    {"hold", hold, METH_VARARGS,
+     "hold(held, refs, pid, fds, holder, skip) -> None: for each inode of fds ({inode: fds}) not in\n"
+     "skip (a dict, or None): held[inode] += (holder(pid, fds, 0, 0),) and refs[inode] += len(fds),\n"
+     "in place; holder is a tuple type."},
     {"bpf", sys_bpf, METH_VARARGS,
      "bpf(cmd, attr, pointers) -> int: bpf(2) on the bytearray attr, with the address of each\n"
      "buffer of pointers ((offset, buffer), ...) written into attr at its offset first;\n"

@@ -1,4 +1,4 @@
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 def fds_by_inode(dirfd: int, dev: int, /) -> dict[int, tuple[int, ...]]: ...
@@ -10,6 +10,23 @@ PlainColumns = tuple[
     tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], list[bytes], tuple[int, ...], list[bytes]
 ]
 
+def weave_columns(
+    pieces: tuple[str, ...],
+    columns: tuple[Sequence[Any], ...],
+    sep: str,
+    nested: dict[int, tuple[str, ...]],
+    lookups: dict[int, dict[Any, str]],
+    /,
+) -> str: ...
 def bufinfo_plain(body: bytes, /) -> PlainColumns | None: ...
 def fd_records(data: bytes, /) -> dict[int, dict[int, tuple[int, ...]]] | None: ...
+def hold(
+    held: dict[int, tuple[Any, ...]],
+    refs: dict[int, int],
+    pid: int,
+    fds: dict[int, tuple[int, ...]],
+    holder: type[tuple[Any, ...]],
+    skip: dict[int, Any] | None,
+    /,
+) -> None: ...
 def bpf(cmd: int, attr: bytearray, pointers: tuple[tuple[int, bytes | bytearray], ...], /) -> int: ...

@@ -202,16 +202,28 @@ _HOLDER = ('{"pid":', ',"fds":[', '],"maps":', ',"mapped_bytes":', "}")
 
 _JSON_BOOL = {True: "true", False: "false"}
 
-c_weave: Callable[[tuple[str, ...], Iterable[tuple[Any, ...]], str, dict[int, tuple[str, ...]]], str] | None
+c_weave_columns: (
+    Callable[
+        [tuple[str, ...], tuple[Sequence[Any], ...], str, dict[int, tuple[str, ...]], dict[int, dict[Any, str]]], str
+    ]
+    | None
+)
 try:
     from dmabuf_inspect.kernel import _fdwalk
 
-    c_weave = _fdwalk.weave
-except ImportError:  # built only where a C compiler was at install time
-    c_weave = None
-_weave = c_weave  # tests set it to None, for the str.join way
+    c_weave_columns = _fdwalk.weave_columns
+except (ImportError, AttributeError):  # built only where a C compiler was at install time
+    c_weave_columns = None
+_weave_columns = c_weave_columns  # tests set it to None, for the str.join way
 _BUFFER_WOVEN = (*_BUFFER[:-1], "}")
 _HOLDERS_COLUMN = _BUFFER.index(',"holders":[')  # value k follows piece k
+# The columns (Buffer's fields, in order) written through a table of their distinct values' text.
+_SIZE_SOURCE, _EXPORTER, _CLASS, _NAME = 2, 3, 4, 5
+_ATTACHMENTS, _FENCES, _KNOWN = 8, 9, 11
+
+
+def _fences_json(fences: tuple[Fence, ...]) -> str:
+    return compact([_fence(f) for f in fences])
 
 
 def _json_number(value: int | None) -> str:
@@ -254,6 +266,21 @@ def buffers_json(buffers: Sequence[Buffer]) -> str:
     if not buffers:
         return ""
     col = dict(zip(Buffer._fields, zip(*buffers, strict=True), strict=True))
+    if _weave_columns is not None:  # the same text, written by C: no str per number, no row, no join
+        values = tuple(col[name] for name in Buffer._fields)
+        lookups = {
+            k: {v: encode(v) for v in set(values[k])}
+            for k, encode in (
+                (_SIZE_SOURCE, encode_str),
+                (_EXPORTER, encode_str),
+                (_CLASS, encode_str),
+                (_NAME, _json_name),
+                (_ATTACHMENTS, compact),
+                (_FENCES, _fences_json),
+            )
+        }
+        lookups[_KNOWN] = _JSON_BOOL
+        return _weave_columns(_BUFFER_WOVEN, values, ",", {_HOLDERS_COLUMN: _HOLDER}, lookups)
     strings = (
         _by_value(col["size_source"], encode_str),
         _by_value(col["exporter"], encode_str),
@@ -262,21 +289,8 @@ def buffers_json(buffers: Sequence[Buffer]) -> str:
     )
     tail = (
         _by_value(col["attachments"], compact),
-        _by_value(col["fences"], lambda fs: compact([_fence(f) for f in fs])),
+        _by_value(col["fences"], _fences_json),
     )
-    if _weave is not None:  # the same text, written by C: no str per number, no join
-        rows = zip(
-            col["inode"],
-            col["size_bytes"],
-            *strings,
-            col["count"],
-            col["holders"],
-            *tail,
-            col["kernel_refs"],
-            map(_JSON_BOOL.__getitem__, col["holders_known"]),
-            strict=True,
-        )
-        return _weave(_BUFFER_WOVEN, rows, ",", {_HOLDERS_COLUMN: _HOLDER})
     holders = col["holders"]
     flat = list(chain.from_iterable(holders))
     holder_text: Iterable[str]

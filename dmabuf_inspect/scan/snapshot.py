@@ -64,6 +64,7 @@ from dmabuf_inspect.scan import bpfscan
 
 TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import TypeVar, cast
 
     from dmabuf_inspect.kernel.bpf import BpfBuffer, Holders  # imported only where a scan uses BPF
@@ -75,6 +76,27 @@ else:
     def cast(_type: object, value: object) -> object:
         return value
 
+
+_c_hold: (
+    Callable[
+        [
+            dict[int, tuple[Holder, ...]],
+            dict[int, int],
+            int,
+            dict[int, tuple[int, ...]],
+            type[Holder],
+            dict[int, tuple[Holder, ...]] | None,
+        ],
+        None,
+    ]
+    | None
+)
+try:
+    from dmabuf_inspect.kernel import _fdwalk
+
+    _c_hold = _fdwalk.hold
+except (ImportError, AttributeError):  # built only where a C compiler was at install time
+    _c_hold = None
 
 _DMABUF_PREFIX = fdwalk.DMABUF_PREFIX
 _DMABUF_ANON = fdwalk.DMABUF_ANON
@@ -111,6 +133,20 @@ class _Holdings:
         self._extent: dict[int, tuple[int, str | None]] | None = None
 
     def add(self, pid: int, pscan: _ProcScan) -> None:
+        if _c_hold is None:
+            self._add(pid, pscan)
+            return
+        if not pscan.maps:
+            _c_hold(self.held, self.refs, pid, pscan.fds, Holder, None)
+            return
+        held: dict[int, tuple[Holder, ...]] = {}
+        refs: dict[int, int] = {}
+        self._add_mapped(pid, pscan, held, refs)
+        _c_hold(self.held, self.refs, pid, pscan.fds, Holder, held)  # the fds of no mapped buffer
+        self._merge(held, refs)
+
+    def _add(self, pid: int, pscan: _ProcScan) -> None:
+        """add(), with no C."""
         fds = pscan.fds
         # The common holder, fds and no mapping, made in C: one tuple per (pid, inode).
         holders = map(tuple.__new__, repeat(Holder), zip(repeat(pid), fds.values(), repeat(0), repeat(0)))
@@ -118,6 +154,10 @@ class _Holdings:
         refs = dict(zip(fds, map(len, fds.values()), strict=True))
         if pscan.maps:
             self._add_mapped(pid, pscan, held, refs)
+        self._merge(held, refs)
+
+    def _merge(self, held: dict[int, tuple[Holder, ...]], refs: dict[int, int]) -> None:
+        """One process's holders (by inode) after those of the processes before it."""
         for inode in held.keys() & self.held.keys():
             held[inode] = self.held[inode] + held[inode]
             refs[inode] += self.refs[inode]

@@ -55,9 +55,9 @@ def test_dump_refuses_a_bad_indent(capsys: pytest.CaptureFixture[str]) -> None:
 def writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each test of the written text runs with the C writer (_fdwalk.weave) and without it."""
     if request.param == "c":
-        assert jsonout.c_weave is not None, "the C extension is built for the tests (tests/run.sh installs gcc)"
+        assert jsonout.c_weave_columns is not None, "the C extension is built for the tests (tests/run.sh installs gcc)"
     else:
-        monkeypatch.setattr(jsonout, "_weave", None)
+        monkeypatch.setattr(jsonout, "_weave_columns", None)
     return str(request.param)
 
 

@@ -77,3 +77,36 @@ def test_an_error_from_the_rows_iterator_comes_through() -> None:
 
     with pytest.raises(OSError, match="gone"):
         _fdwalk.weave(PIECES, rows(), ",")
+
+
+# weave_columns(): the same text from columns, with no row tuple, some columns through a table.
+@given(st.lists(st.tuples(values, values, st.sampled_from(["x", "y", 3]))), st.sampled_from([",", "", ",\n"]))
+def test_weave_columns_writes_what_weave_writes(rows: list[tuple[Any, ...]], sep: str) -> None:
+    columns = tuple(map(list, zip(*rows, strict=True))) if rows else ([], [], [])
+    table = {"x": '"ex"', "y": "null", 3: "[3]"}
+    looked_up = [(a, b, table[c]) for a, b, c in rows]
+    assert _fdwalk.weave_columns(PIECES, columns, sep, {}, {2: table}) == _fdwalk.weave(PIECES, looked_up, sep)
+
+
+def test_weave_columns_with_a_nested_column_and_tuples() -> None:
+    columns = ((1, 2), (((10, (3,)), (11, (4, 5))), ()), [(), (7,)])
+    expected = '{"a":1,"b":{"pid":10,"fds":[3]},{"pid":11,"fds":[4,5]},"c":[]},{"a":2,"b":,"c":[7]}'
+    assert _fdwalk.weave_columns(PIECES, columns, ",", {1: NESTED}, {}) == expected
+
+
+@pytest.mark.parametrize(
+    ("columns", "lookups", "error"),
+    [
+        (((1,), (2,)), {}, ValueError),  # a column fewer than the pieces want
+        (((1, 2), (2,), (3,)), {}, ValueError),  # columns of different lengths
+        (((1,), {2}, (3,)), {}, TypeError),  # a column that is no tuple nor list
+        (((1,), (2,), ("z",)), {2: {"x": "1"}}, KeyError),  # a value its table has no text for
+        (((1,), (2,), ("x",)), {2: ["1"]}, TypeError),  # a table that is no dict
+        (((True,), (2,), (3,)), {}, TypeError),
+    ],
+)
+def test_what_weave_columns_cannot_write_is_refused(
+    columns: tuple[Any, ...], lookups: dict[int, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="weave"):
+        _fdwalk.weave_columns(PIECES, columns, ",", {}, lookups)
