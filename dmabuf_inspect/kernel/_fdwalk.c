@@ -184,6 +184,14 @@ static int text_grow(text_t *t, size_t more) {
     return 0;
 }
 
+/* The text as an ASCII str (NULL where r, the writing's result, says it failed); freed either way. */
+static PyObject *text_finish(text_t *t, int r) {
+    PyObject *out = r ? NULL : PyUnicode_New((Py_ssize_t)t->len, 127);
+    if (out != NULL && t->len) memcpy(PyUnicode_1BYTE_DATA(out), t->p, t->len);
+    free(t->p);
+    return out;
+}
+
 static int text_str(text_t *t, PyObject *s) {
     if (!PyUnicode_IS_ASCII(s)) {
         PyErr_SetString(PyExc_ValueError, "weave: a str that is not ASCII");
@@ -347,15 +355,9 @@ static PyObject *weave(PyObject *self, PyObject *args) {
         return NULL;
     }
     text_t t = {NULL, 0, 0};
-    if (weave_rows(&t, pieces, rows, (const char *)PyUnicode_1BYTE_DATA(sep), (size_t)PyUnicode_GET_LENGTH(sep),
-                   nested)) {
-        free(t.p);
-        return NULL;
-    }
-    PyObject *out = PyUnicode_New((Py_ssize_t)t.len, 127);
-    if (out != NULL && t.len) memcpy(PyUnicode_1BYTE_DATA(out), t.p, t.len);
-    free(t.p);
-    return out;
+    int r = weave_rows(&t, pieces, rows, (const char *)PyUnicode_1BYTE_DATA(sep), (size_t)PyUnicode_GET_LENGTH(sep),
+                       nested);
+    return text_finish(&t, r);
 }
 
 /* dma_buf_debug_show() (5.3+) ends an object with no fence and no device so. */
@@ -677,14 +679,7 @@ static PyObject *weave_columns(PyObject *self, PyObject *args) {
             r = text_value(&t, v, subs[k]);
         }
     }
-    if (r) {
-        free(t.p);
-        return NULL;
-    }
-    PyObject *out = PyUnicode_New((Py_ssize_t)t.len, 127);
-    if (out != NULL && t.len) memcpy(PyUnicode_1BYTE_DATA(out), t.p, t.len);
-    free(t.p);
-    return out;
+    return text_finish(&t, r);
 }
 
 /* bpf(cmd, attr, pointers) -> int: syscall(__NR_bpf, cmd, attr, len(attr)). `attr` is a writable
