@@ -15,6 +15,10 @@
  * u32, inode u64, native order) grouped as kernel/bpf/records.py's parse_fd_records() groups them;
  * None where a pid's records are not together or not in fd order (Python sorts them then).
  *
+ * buffer_records(data, exp_bytes, name_bytes) -> columns or None: our dma-buf iterator's records
+ * of buffers with no attachment split into columns, as kernel/bpf/records.py's _buffer_columns()
+ * and _exporters_and_names() split them when this is not built.
+ *
  * hold(held, refs, pid, fds, holder, skip): one process's fd holders added to a scan's holdings,
  * as scan/snapshot.py's _Holdings.add() adds them when this is not built.
  *
@@ -538,6 +542,84 @@ fail:
     return NULL;
 }
 
+/* A BUFFER record (kernel/bpf/programs.py): inode u64, size u64, count u64, flags u32, mode u32,
+ * attachments u32, named u16, fences u16, exp_name[exp_bytes], name[name_bytes]. */
+#define BUFFER_HEAD 40
+#define BUFFER_COLUMNS 8
+
+static PyObject *buffer_records(PyObject *self, PyObject *args) {
+    Py_buffer data;
+    Py_ssize_t exp_bytes, name_bytes;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*nn:buffer_records", &data, &exp_bytes, &name_bytes)) return NULL;
+    PyObject *cols[BUFFER_COLUMNS] = {NULL}, *prev[BUFFER_COLUMNS] = {NULL}, *result = NULL;
+    uint64_t prev_value[BUFFER_COLUMNS] = {0};
+    const char *prev_at[BUFFER_COLUMNS] = {NULL};
+    size_t prev_len[BUFFER_COLUMNS] = {0};
+    if (exp_bytes < 1 || name_bytes < 1) {
+        PyErr_SetString(PyExc_ValueError, "buffer_records: field sizes must be positive");
+        goto done;
+    }
+    Py_ssize_t size = BUFFER_HEAD + exp_bytes + name_bytes;
+    if (data.len % size) {
+        PyErr_Format(PyExc_ValueError, "buffer_records: %zd bytes is no multiple of %zd", data.len, size);
+        goto done;
+    }
+    Py_ssize_t n = data.len / size;
+    for (int k = 0; k < BUFFER_COLUMNS; k++)
+        if ((cols[k] = PyTuple_New(n)) == NULL) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *at = (const char *)data.buf + i * size;
+        uint64_t inode, bytes, count;
+        uint32_t flags, mode, attachments;
+        uint16_t named, fences;
+        memcpy(&inode, at, 8);
+        memcpy(&bytes, at + 8, 8);
+        memcpy(&count, at + 16, 8);
+        memcpy(&flags, at + 24, 4);
+        memcpy(&mode, at + 28, 4);
+        memcpy(&attachments, at + 32, 4);
+        memcpy(&named, at + 36, 2);
+        memcpy(&fences, at + 38, 2);
+        if (inode == UINT64_MAX || attachments || named) { /* devices follow: Python reads them */
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        const uint64_t numbers[6] = {inode, bytes, count, flags, mode, fences};
+        for (int k = 0; k < BUFFER_COLUMNS; k++) {
+            PyObject *v;
+            if (k < 6) {
+                if (prev[k] != NULL && prev_value[k] == numbers[k]) v = Py_NewRef(prev[k]);
+                else v = PyLong_FromUnsignedLongLong(numbers[k]);
+                prev_value[k] = numbers[k];
+            } else { /* a C string: up to its first NUL */
+                const char *field = k == 6 ? at + BUFFER_HEAD : at + BUFFER_HEAD + exp_bytes;
+                size_t cap = (size_t)(k == 6 ? exp_bytes : name_bytes);
+                const char *nul = memchr(field, 0, cap);
+                size_t len = nul ? (size_t)(nul - field) : cap;
+                if (prev[k] != NULL && prev_len[k] == len && memcmp(prev_at[k], field, len) == 0)
+                    v = Py_NewRef(prev[k]);
+                else
+                    v = PyBytes_FromStringAndSize(field, (Py_ssize_t)len);
+                prev_at[k] = field;
+                prev_len[k] = len;
+            }
+            if (v == NULL) goto done;
+            PyTuple_SET_ITEM(cols[k], i, v); /* the tuple holds it */
+            prev[k] = v;
+        }
+    }
+    result = PyTuple_New(BUFFER_COLUMNS);
+    for (int k = 0; result != NULL && k < BUFFER_COLUMNS; k++) {
+        PyTuple_SET_ITEM(result, k, cols[k]);
+        cols[k] = NULL;
+    }
+done:
+    for (int k = 0; k < BUFFER_COLUMNS; k++) Py_XDECREF(cols[k]);
+    PyBuffer_Release(&data);
+    return result;
+}
+
 static PyObject *hold(PyObject *self, PyObject *args) {
     PyObject *held, *refs, *pid, *fds, *holder, *skip, *zero = NULL, *result = NULL;
     (void)self;
@@ -757,6 +839,10 @@ static PyMethodDef methods[] = {
      "fd_records(data) -> {pid: {inode: fds}} or None: 16-byte records (pid u32, fd u32, inode u64)\n"
      "grouped by pid, fds ascending, inodes in the order of their first fd; None where a pid's\n"
      "records are not together or their fds not ascending."},
+    {"buffer_records", buffer_records, METH_VARARGS,
+     "buffer_records(data, exp_bytes, name_bytes) -> (inodes, sizes, counts, flags, modes, fences,\n"
+     "exp_names, names) or None: the columns of BUFFER records, numbers as ints and the two names\n"
+     "as bytes up to their NUL; None where a buffer has attachments (DEVICES records follow)."},
     {"hold", hold, METH_VARARGS,
      "hold(held, refs, pid, fds, holder, skip) -> None: for each inode of fds ({inode: fds}) not in\n"
      "skip (a dict, or None): held[inode] += (holder(pid, fds, 0, 0),) and refs[inode] += len(fds),\n"

@@ -15,6 +15,7 @@ from dmabuf_inspect.kernel.bpf.records import (
     BpfBuffer,
     BpfParseError,
     parse_android,
+    parse_buffer_listing,
     parse_buffer_records,
     parse_buffer_records_plain,
     parse_fd_records,
@@ -254,6 +255,49 @@ def test_fast_buffer_parser_equals_the_plain_one(
     data = b"".join(buffer_record(i, s, c, e, n, d[:8], len(d), f) for i, s, c, e, n, d, f in rows)
     _same(parse_buffer_records, parse_buffer_records_plain, data)
     assert len(parse_buffer_records(data)) == len(rows)
+
+
+def _python_buffer_fields(data: bytes) -> object:
+    saved, records._c_buffer_records = records._c_buffer_records, None
+    try:
+        fields = records._buffer_fields(data)
+    finally:
+        records._c_buffer_records = saved
+    return None if fields is None else tuple(map(tuple, fields))
+
+
+@FAST
+@given(buffer_rows, st.sampled_from([b"", b"\0" * 5, b"\0ab"]))
+def test_c_buffer_columns_are_the_python_columns(
+    rows: list[tuple[int, int, int, bytes, bytes, tuple[bytes, ...], int]], tail: bytes
+) -> None:
+    plain = [(i, s, c, e + tail, n + tail, (), 0, f) for i, s, c, e, n, _, f in rows]  # no devices: C's
+    data = b"".join(buffer_record(*r) for r in plain)
+    c = records._buffer_fields(data)
+    assert c is not None and tuple(map(tuple, c)) == _python_buffer_fields(data)
+    with_devices = b"".join(buffer_record(i, s, c, e, n, d[:8], len(d), f) for i, s, c, e, n, d, f in rows)
+    found = _fdwalk.buffer_records(with_devices, 64, 32)
+    assert (found is None) == any(d for *_, d, _f in rows)
+    assert parse_buffer_listing(with_devices) == parse_buffer_listing_python(with_devices)
+
+
+def parse_buffer_listing_python(data: bytes) -> object:
+    saved, records._c_buffer_records = records._c_buffer_records, None
+    try:
+        return parse_buffer_listing(data)
+    finally:
+        records._c_buffer_records = saved
+
+
+def test_c_buffer_columns_refuse_what_is_no_buffer_records() -> None:
+    one = buffer_record(7, 4096, 1, b"system", b"", (), 0, 0)
+    assert _fdwalk.buffer_records(one, 64, 32) == ((7,), (4096,), (1,), (2,), (0x80007,), (0,), (b"system",), (b"",))
+    with pytest.raises(ValueError, match="no multiple of 136"):
+        _fdwalk.buffer_records(one[:-1], 64, 32)
+    with pytest.raises(ValueError, match="positive"):
+        _fdwalk.buffer_records(one, 0, 32)
+    marker = DEVICES.pack(DEVICES_MARKER, b"vgem") + b"\0" * (BUFFER.size - DEVICES.size)
+    assert _fdwalk.buffer_records(one + marker, 64, 32) is None
 
 
 @FAST

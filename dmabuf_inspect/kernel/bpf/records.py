@@ -51,15 +51,28 @@ from dmabuf_inspect.records import NamedTuple
 
 TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    _Fields = tuple[
+        Sequence[int],
+        Sequence[int],
+        Sequence[int],
+        Sequence[int],
+        Sequence[int],
+        Sequence[int],
+        tuple[str, ...],
+        tuple[str | None, ...],
+    ]
 
 _c_fd_records: Callable[[bytes], dict[int, dict[int, tuple[int, ...]]] | None] | None
+_c_buffer_records: Callable[[bytes, int, int], tuple[tuple[Any, ...], ...] | None] | None
 try:
     from dmabuf_inspect.kernel import _fdwalk
 
-    _c_fd_records = _fdwalk.fd_records
+    _c_fd_records, _c_buffer_records = _fdwalk.fd_records, _fdwalk.buffer_records
 except (ImportError, AttributeError):  # built only where a C compiler was at install time
-    _c_fd_records = None
+    _c_fd_records = _c_buffer_records = None
 
 _MAX_DIGITS = 20  # %lu, %llu
 # include/linux/mm.h
@@ -246,7 +259,33 @@ def _exporters_and_names(data: bytes) -> tuple[tuple[str, ...], tuple[str | None
     return exporters, names
 
 
-def _less_own_reference(counts: list[int]) -> list[int]:
+def _buffer_fields(data: bytes) -> _Fields | None:
+    """(inode, size, count, flags, mode, fences, exporters, names) of BUFFER records without
+    attachments, in one C pass where _fdwalk is built (each distinct name decoded once), else by
+    _buffer_columns() and _exporters_and_names(); None when some buffer has attachments."""
+    if _c_buffer_records is None or len(data) % BUFFER.size:
+        columns = _buffer_columns(data)
+        if columns is None:
+            return None
+        exporters, names = _exporters_and_names(data)
+        inode, size, count, flags, mode, fences = columns
+        return inode, size, count, flags, mode, fences, exporters, names
+    found = _c_buffer_records(data, EXPORTER_BYTES, DMA_BUF_NAME_LEN)
+    if found is None:
+        return None
+    c_inode, c_size, c_count, c_flags, c_mode, c_fences, raw_exporters, raw_names = found
+    return c_inode, c_size, c_count, c_flags, c_mode, c_fences, _decoded(raw_exporters, ""), _decoded(raw_names, None)
+
+
+def _decoded(column: tuple[bytes, ...], empty: str | None) -> tuple[Any, ...]:
+    """Each C string decoded once (a few exporters; most buffers unnamed: `empty`)."""
+    text = {raw: _text(raw) if raw else empty for raw in set(column)}
+    if len(text) == 1:
+        return (*text.values(),) * len(column)
+    return tuple(map(text.__getitem__, column))
+
+
+def _less_own_reference(counts: Sequence[int]) -> list[int]:
     """Each count less the iterator's own reference, never below 0."""
     if 0 in counts:
         return [max(c - 1, 0) for c in counts]
@@ -259,12 +298,11 @@ def parse_buffer_records(data: bytes, *, own_reference: bool = True) -> list[Bpf
     its count (dma_buf_iter_begin/next, 6.16+), which is taken off. Each field of every record is
     read in one C call; parse_buffer_records_plain() is the same, record by record, and decides
     where any buffer has attached devices."""
-    columns = _buffer_columns(data)
-    if columns is None:
+    fields = _buffer_fields(data)
+    if fields is None:
         return parse_buffer_records_plain(data, own_reference=own_reference)
-    inode, size, count, flags, mode, fences = columns
+    inode, size, count, flags, mode, fences, exporters, names = fields
     counts = _less_own_reference(count) if own_reference else count
-    exporters, names = _exporters_and_names(data)
     rows = zip(
         inode, size, exporters, names, counts, repeat(0), repeat(()), flags, mode, fences, strict=False
     )  # ends with inode
@@ -280,12 +318,11 @@ def parse_buffer_table(data: bytes, *, own_reference: bool = True) -> BufInfoTab
 def parse_buffer_listing(data: bytes, *, own_reference: bool = True) -> BpfListing:
     """parse_buffer_table(), and how many buffers debugfs bufinfo would say more of (fences, or
     devices past the first MAX_DEVICE_NAMES)."""
-    columns = _buffer_columns(data)
-    if columns is None:
+    fields = _buffer_fields(data)
+    if fields is None:
         return listing_of(parse_buffer_records_plain(data, own_reference=own_reference))
-    inode, size, count, flags, mode, fences = columns
+    inode, size, count, flags, mode, fences, exporters, names = fields
     counts = tuple(_less_own_reference(count) if own_reference else count)
-    exporters, names = _exporters_and_names(data)
     n = len(inode)
     table = BufInfoTable(
         tuple(size),
