@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dmabuf_inspect.cli.main import keep
 from dmabuf_inspect.scan.jsonout import write
 from dmabuf_inspect.scan.notes import print_notes
 from dmabuf_inspect.scan.snapshot import collect
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     snap = collect(args.roots, include_maps=not args.no_maps, cgroups=True)
+    keep(snap)
     indent = args.indent if args.indent is not None else (2 if sys.stdout.isatty() else None)
     write(snap, sys.stdout, indent=indent)
     if not args.quiet:

@@ -21,6 +21,7 @@ import argparse
 import sys
 
 from dmabuf_inspect.cli.filters import add_filter_arguments, filtered_snapshot, scan_and_filter
+from dmabuf_inspect.cli.main import keep
 from dmabuf_inspect.cli.tables import human_bytes, render_csv, render_table
 from dmabuf_inspect.errors import UsageError
 from dmabuf_inspect.model import Snapshot
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_by(args)
     args.sort = args.sort or "rss"
     snap = filtered_snapshot(args)
+    keep(snap)
     device = snap.totals.device_bytes > 0  # RSS and PSS are then RAM, DEV the device memory (issue 16)
     rows = process_rows(snap, args.sort, ram=device)
     headers = ["PID", "USER", "COMM", "BUFS", "RSS", "PSS", "EXPORTERS", "CMDLINE"]
