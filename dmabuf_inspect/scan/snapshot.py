@@ -35,7 +35,6 @@ from dmabuf_inspect.exporters import exporter_class, is_device_memory
 from dmabuf_inspect.kernel import bufinfo as bufinfo_mod
 from dmabuf_inspect.kernel import devices, fdwalk
 from dmabuf_inspect.kernel import sysfs as sysfs_mod
-from dmabuf_inspect.kernel import vfio as vfio_mod
 from dmabuf_inspect.kernel.cgroup import read_mem_accounting, read_proc_cgroup
 from dmabuf_inspect.kernel.fdinfo import FdinfoParseError, parse_fdinfo
 from dmabuf_inspect.kernel.maps import dmabuf_lines, parse_lines
@@ -760,6 +759,8 @@ def _totals(buffers: list[Buffer], device: list[Buffer], *, listed: bool, all_se
 def _device_memory(roots: Roots, device: list[Buffer]) -> tuple[DeviceMemory, ...]:
     """Which device each device-memory buffer lives in, as far as the kernel tells (see
     model.DeviceMemory): the VFIO device fds of its holders, read only for those processes."""
+    from dmabuf_inspect.kernel import vfio as vfio_mod  # only where device memory is held
+
     fds_of: dict[int, tuple[VfioDeviceFd, ...] | None] = {}
     found = []
     for b in device:

@@ -22,8 +22,10 @@ from dmabuf_inspect import model
 NOT_ON_THE_SCAN_PATH = (
     "ast",
     "bz2",
+    "contextlib",
     "dataclasses",
     "dis",
+    "dmabuf_inspect.kernel.vfio",
     "importlib.metadata",
     "importlib.resources",
     "inspect",

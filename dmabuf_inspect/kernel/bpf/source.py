@@ -15,7 +15,6 @@ CAP_PERFMON (root)", "bpffs not mounted ...", or the verifier's line.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import re
@@ -239,7 +238,7 @@ def _read_cached(path: str) -> Layout | None:
 
 def _write_cache(path: str, text: str) -> None:
     """Atomically, and silently not at all where the directory can't be written."""
-    with contextlib.suppress(OSError):
+    try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"  # one writer per process; os.replace() makes it whole
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
@@ -248,9 +247,18 @@ def _write_cache(path: str, text: str) -> None:
                 f.write(text)
             os.replace(tmp, path)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            _unlink_quietly(tmp)
             raise
+    except OSError:
+        return
+
+
+def _unlink_quietly(path: str) -> None:
+    """os.unlink() where the path may be gone (no contextlib on the scan path)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        return
 
 
 # --- a loaded iterator --------------------------------------------------------------------------
@@ -280,8 +288,10 @@ class Iterator:
 
     def close(self) -> None:
         for fd in (self.link_fd, self.prog_fd):
-            with contextlib.suppress(OSError):
+            try:
                 os.close(fd)
+            except OSError:
+                continue
         self.link_fd = self.prog_fd = -1
 
 
@@ -554,9 +564,11 @@ def unpin(path: str = DEFAULT_PIN) -> None:
     except OSError as exc:
         raise syscall_error_of(f"unpinning {path}", exc) from None
     parent = os.path.dirname(os.path.abspath(path))
-    with contextlib.suppress(OSError):
+    try:
         if not os.listdir(parent) and fs_magic(os.path.dirname(parent)) == syscall.BPF_FS_MAGIC:
             os.rmdir(parent)
+    except OSError:
+        return
 
 
 def syscall_error_of(step: str, exc: OSError) -> BpfError:
