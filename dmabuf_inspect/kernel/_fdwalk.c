@@ -19,6 +19,9 @@
  * of buffers with no attachment split into columns, as kernel/bpf/records.py's _buffer_columns()
  * and _exporters_and_names() split them when this is not built.
  *
+ * weave_columns(pieces, columns, sep, nested, lookups) -> str: the JSON text of many objects of
+ * one shape (the buffers of `dump`), from their columns.
+ *
  * hold(held, refs, pid, fds, holder, skip): one process's fd holders added to a scan's holdings,
  * as scan/snapshot.py's _Holdings.add() adds them when this is not built.
  *
@@ -161,10 +164,10 @@ fail:
     return NULL;
 }
 
-/* weave(pieces, rows, sep, nested) -> str: the text of many JSON objects of one shape, for the
- * JSON writer (scan/jsonout.py), which falls back to str.join where this is not built.
- * Each row is a tuple of n values (n = len(pieces) - 1), written as pieces[0] v0 pieces[1] v1 ...
- * v(n-1) pieces[n]; rows are separated by `sep`. A value is written as: a str, as it is (the
+/* The text of many JSON objects of one shape, for the JSON writer (scan/jsonout.py), which falls
+ * back to str.join where this is not built: weave_columns() below. Each row of n values
+ * (n = len(pieces) - 1) is written as pieces[0] v0 pieces[1] v1 ... v(n-1) pieces[n]; rows are
+ * separated by `sep`. A value is written as: a str, as it is (the
  * caller JSON-encodes strings, into ASCII); an int (not a bool), in decimal; None, as null; a
  * tuple of ints, in decimal joined by ","; and in a column k of `nested` ({k: pieces}), a
  * sequence of rows, woven with those pieces and ",". ASCII only: a str that is not is a
@@ -324,44 +327,6 @@ static int weave_rows(text_t *t, PyObject *pieces, PyObject *rows, const char *s
     Py_DECREF(it);
     if (r == 0 && PyErr_Occurred()) r = -1;
     return r;
-}
-
-static PyObject *weave(PyObject *self, PyObject *args) {
-    PyObject *pieces, *rows, *sep, *nested = NULL;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "O!OU|O!:weave", &PyTuple_Type, &pieces, &rows, &sep, &PyDict_Type, &nested))
-        return NULL;
-    Py_ssize_t np = PyTuple_GET_SIZE(pieces);
-    for (Py_ssize_t i = 0; i < np; i++) {
-        if (!PyUnicode_Check(PyTuple_GET_ITEM(pieces, i))) {
-            PyErr_SetString(PyExc_TypeError, "weave: pieces must be str");
-            return NULL;
-        }
-    }
-    if (nested != NULL) {
-        PyObject *key, *value;
-        Py_ssize_t pos = 0;
-        while (PyDict_Next(nested, &pos, &key, &value)) {
-            if (!PyTuple_Check(value)) {
-                PyErr_SetString(PyExc_TypeError, "weave: nested pieces must be a tuple");
-                return NULL;
-            }
-            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(value); i++) {
-                if (!PyUnicode_Check(PyTuple_GET_ITEM(value, i))) {
-                    PyErr_SetString(PyExc_TypeError, "weave: pieces must be str");
-                    return NULL;
-                }
-            }
-        }
-    }
-    if (!PyUnicode_IS_ASCII(sep)) {
-        PyErr_SetString(PyExc_ValueError, "weave: a str that is not ASCII");
-        return NULL;
-    }
-    text_t t = {NULL, 0, 0};
-    int r = weave_rows(&t, pieces, rows, (const char *)PyUnicode_1BYTE_DATA(sep), (size_t)PyUnicode_GET_LENGTH(sep),
-                       nested);
-    return text_finish(&t, r);
 }
 
 /* dma_buf_debug_show() (5.3+) ends an object with no fence and no device so. */
@@ -675,8 +640,8 @@ done:
     return result;
 }
 
-/* weave_columns(pieces, columns, sep, nested, lookups) -> str: weave() of the rows
- * (columns[0][i], columns[1][i], ...), with no row tuple: where lookups has a table for
+/* weave_columns(pieces, columns, sep, nested, lookups) -> str: the rows (columns[0][i],
+ * columns[1][i], ...) woven as above, with no row tuple: where lookups has a table for
  * column k, its value is lookups[k][columns[k][i]]. */
 static PyObject *weave_columns(PyObject *self, PyObject *args) {
     PyObject *pieces, *columns, *sep, *nested, *lookups;
@@ -822,14 +787,12 @@ static PyMethodDef methods[] = {
      "fds_by_inode(dirfd, dev) -> {inode: fds}: the entries of an open /proc/PID/fd directory\n"
      "whose target is on device `dev`, by the target's inode; fds ascending, inodes in the\n"
      "order of their first fd."},
-    {"weave", weave, METH_VARARGS,
-     "weave(pieces, rows, sep, nested={}) -> str: pieces[0] row[0] pieces[1] ... pieces[n] for each\n"
-     "row, rows separated by sep (str as is, int in decimal, None as null, a tuple of ints joined\n"
-     "by ',', a column k of nested woven as rows with nested[k] and ','); ASCII only."},
     {"weave_columns", weave_columns, METH_VARARGS,
-     "weave_columns(pieces, columns, sep, nested, lookups) -> str: weave() of the rows of these\n"
-     "columns (tuples or lists of one length), a column k with a table in lookups written as\n"
-     "lookups[k][value]."},
+     "weave_columns(pieces, columns, sep, nested, lookups) -> str: pieces[0] row[0] pieces[1] ...\n"
+     "pieces[n] for each row of these columns (tuples or lists of one length), rows separated by\n"
+     "sep; str as is, int in decimal, None as null, a tuple of ints joined by ',', a column k of\n"
+     "nested woven as rows with nested[k] and ',', a column k with a table in lookups written as\n"
+     "lookups[k][value]; ASCII only."},
     {"bufinfo_plain", bufinfo_plain, METH_VARARGS,
      "bufinfo_plain(body) -> (sizes, flags, modes, counts, exp_names, inodes, names) or None: the\n"
      "objects of a bufinfo body (between its header and its Total line) when every one is an object\n"
@@ -855,7 +818,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fdwalk", "The fd-table walk of a live scan, the JSON writer's weave(), bufinfo's plain objects and bpf(2), in C.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_fdwalk", "The fd-table walk of a live scan, records split into columns, holders grouped, the JSON writer's weave_columns() and bpf(2), in C.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

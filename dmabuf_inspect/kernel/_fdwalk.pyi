@@ -1,15 +1,7 @@
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 def fds_by_inode(dirfd: int, dev: int, /) -> dict[int, tuple[int, ...]]: ...
-def weave(
-    pieces: tuple[str, ...], rows: Iterable[tuple[Any, ...]], sep: str, nested: dict[int, tuple[str, ...]] = ..., /
-) -> str: ...
-
-PlainColumns = tuple[
-    tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], list[bytes], tuple[int, ...], list[bytes]
-]
-
 def weave_columns(
     pieces: tuple[str, ...],
     columns: tuple[Sequence[Any], ...],
@@ -18,6 +10,11 @@ def weave_columns(
     lookups: dict[int, dict[Any, str]],
     /,
 ) -> str: ...
+
+PlainColumns = tuple[
+    tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], list[bytes], tuple[int, ...], list[bytes]
+]
+
 def bufinfo_plain(body: bytes, /) -> PlainColumns | None: ...
 def fd_records(data: bytes, /) -> dict[int, dict[int, tuple[int, ...]]] | None: ...
 def buffer_records(data: bytes, exp_bytes: int, name_bytes: int, /) -> tuple[tuple[Any, ...], ...] | None: ...
