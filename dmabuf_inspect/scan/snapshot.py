@@ -583,10 +583,10 @@ class _Buffers:
                 rows = [i for i, inode in enumerate(table.inode) if inode not in named]
                 by_inode = {inode: i for i, inode in enumerate(table.inode) if inode in named}
             bulk = self._bulk(table, rows)
-            in_bulk = listed - named
-        rest = (
-            self.holdings.held.keys() | fdinfo.keys() | self.sysfs.keys() | by_inode.keys() | self.pinned.keys()
-        ) - in_bulk
+            in_bulk = listed - named if named else listed
+        # the held keys checked against the bulk, not copied into a set of their own first
+        rest = self.holdings.held.keys() - in_bulk
+        rest.update(fdinfo.keys() - in_bulk, self.sysfs.keys() - in_bulk, by_inode.keys(), self.pinned.keys() - in_bulk)
         bulk.extend(self._one(inode, by_inode.get(inode)) for inode in rest)
         bulk.sort()  # by inode: the first field, unique
         return bulk
