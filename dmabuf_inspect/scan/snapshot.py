@@ -24,6 +24,7 @@ it is there. The task iterators give every process's dma-buf fds and mappings wi
 
 from __future__ import annotations
 
+import _thread
 import gc
 import os
 import time
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
 
     from dmabuf_inspect.kernel.bpf import BpfBuffer, Holders  # imported only where a scan uses BPF
     from dmabuf_inspect.kernel.bpf.records import TaskInfo
+    from dmabuf_inspect.kernel.reader import Tree
 
     _T = TypeVar("_T")
 else:
@@ -493,11 +495,50 @@ def _with_bufinfo(table: BufInfoTable, info: BufInfoTable) -> BufInfoTable:
     return table._replace(fences=fences, attachments=attachments)
 
 
-def _read_bufinfo(scan: _Scan, sources: dict[str, str]) -> BufInfoTable | None:
+class _BufinfoRead:
+    """debugfs bufinfo, read in a thread of its own on a live machine while the scan reads the task
+    iterators: the kernel writes the whole file out under its list lock, again each time its
+    buffer doubles (seq_file single_open: some 9 times at 10 000 buffers), and that wait needs
+    no Python. result() gives the bytes or raises what the read raised."""
+
+    def __init__(self, debugfs: Tree, *, background: bool) -> None:
+        self._debugfs = debugfs
+        self._data = b""
+        self._error: BaseException | None = None
+        self._done = None
+        if background:
+            done = _thread.allocate_lock()
+            done.acquire()
+            try:
+                _thread.start_new_thread(self._read, (done,))
+            except RuntimeError:  # no thread to be had (RLIMIT_NPROC): result() reads it then
+                return
+            self._done = done
+
+    def _read(self, done: _thread.LockType) -> None:
+        try:
+            self._data = self._debugfs.read(bufinfo_mod.BUFINFO)
+        except BaseException as exc:  # handed to the scan's thread by result()
+            self._error = exc
+        finally:
+            done.release()
+
+    def result(self) -> bytes:
+        if self._done is None:
+            data: bytes = self._debugfs.read(bufinfo_mod.BUFINFO)
+            return data
+        with self._done:
+            pass
+        if self._error is not None:
+            raise self._error
+        return self._data
+
+
+def _read_bufinfo(scan: _Scan, sources: dict[str, str], pending: _BufinfoRead) -> BufInfoTable | None:
     debugfs = scan.roots.debugfs
     path = debugfs.path(bufinfo_mod.BUFINFO)
     try:
-        info = bufinfo_mod.read_bufinfo_table(debugfs)
+        info = bufinfo_mod.parse_bufinfo_table(pending.result())
     except FileNotFoundError:
         sources["bufinfo"] = _bufinfo_missing(scan)
         return None
@@ -833,7 +874,9 @@ def _collect(roots: Roots, include_maps: bool, cgroups: bool = False) -> Snapsho
     except OSError as exc:
         pids = []
         sources["fdinfo"] = scan.source_gap("fdinfo", exc, roots.proc_root)
-    table, listing = _read_listings(scan, sources)
+    listing, pending = _start_listings(scan, sources)
+    holders, holders_source = bpfscan.read_holders(roots, include_maps=include_maps)  # meanwhile
+    table = _finish_listings(scan, sources, listing, pending)
     sysfs_buffers = _read_sysfs(scan, sources)
     if not live:
         scan.index_for_join(table, sysfs_buffers)
@@ -844,7 +887,7 @@ def _collect(roots: Roots, include_maps: bool, cgroups: bool = False) -> Snapsho
         # bufinfo already gives size, exporter and count: skip fdinfo for those buffers. A name is
         # printed raw there (tabs, newlines), so named buffers still get their exact fdinfo.
         scan.known_inodes.update(compress(cast(tuple[int, ...], table.inode), map(is_, table.name, repeat(None))))
-    holders, sources["bpf_holders"] = bpfscan.read_holders(roots, include_maps=include_maps)
+    sources["bpf_holders"] = holders_source
     if holders is not None:
         scan.take_holders(holders)
         scan.maps_readable = include_maps
@@ -902,9 +945,10 @@ def _collect(roots: Roots, include_maps: bool, cgroups: bool = False) -> Snapsho
     )
 
 
-def _read_listings(scan: _Scan, sources: dict[str, str]) -> tuple[BufInfoTable | None, bpfscan.BpfBuffers]:
-    """The table the scan joins on, and what BPF listed. In order of preference: bufinfo (fences,
-    every attached device) over our dma-buf iterator's listing, merged where both are read; the
+def _start_listings(scan: _Scan, sources: dict[str, str]) -> tuple[bpfscan.BpfBuffers, _BufinfoRead | None]:
+    """What BPF lists, and the read of bufinfo where it must be read: started, in a thread on a
+    live machine (_finish_listings() takes it). In order of preference: bufinfo (fences, every
+    attached device) over our dma-buf iterator's listing, merged where both are read; the
     iterator alone where bufinfo would add nothing (then bufinfo is only opened) or is missing."""
     listing = bpfscan.read_buffers(scan.roots)
     sources["bpf"] = listing.state
@@ -912,8 +956,20 @@ def _read_listings(scan: _Scan, sources: dict[str, str]) -> tuple[BufInfoTable |
     ours = listing.table
     if ours is not None and not listing.fenced and not listing.crowded:
         _bufinfo_there(scan, sources)
-        return ours, listing
-    info = _read_bufinfo(scan, sources)
+        return listing, None
+    sources["bufinfo"] = ""  # its place among the sources; _read_bufinfo() says what it is
+    return listing, _BufinfoRead(scan.roots.debugfs, background=scan.live)
+
+
+def _finish_listings(
+    scan: _Scan, sources: dict[str, str], listing: bpfscan.BpfBuffers, pending: _BufinfoRead | None
+) -> BufInfoTable | None:
+    """The table the scan joins on: bufinfo's (merged with our iterator's where both were read),
+    or our iterator's alone."""
+    ours = listing.table
+    if pending is None:
+        return ours
+    info = _read_bufinfo(scan, sources, pending)
     if ours is None:
-        return info, listing
-    return (ours if info is None else _with_bufinfo(ours, info)), listing
+        return info
+    return ours if info is None else _with_bufinfo(ours, info)

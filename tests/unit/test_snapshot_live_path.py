@@ -148,3 +148,60 @@ def test_one_buffer_under_three_fds_and_two_buffers_under_two(live: dict[str, An
         302: [(7,)],
     }
     assert {b.inode: b.kernel_refs for b in snap.buffers} == {300: 0, 301: 0, 302: 1}
+
+
+def test_bufinfo_is_read_in_a_thread_of_its_own_meanwhile(
+    live: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from dmabuf_inspect.kernel import bufinfo
+
+    readers: list[int] = []
+    read = Tree.read
+
+    def noting_thread(self: Tree, rel: str, limit: int = 1 << 24) -> bytes:
+        if rel == bufinfo.BUFINFO:
+            readers.append(threading.get_ident())
+        return read(self, rel, limit)
+
+    monkeypatch.setattr(Tree, "read", noting_thread)
+    live["inodes"].update({3: 200})
+    roots = make_tree(live["tmp"], {3: "/dmabuf:"}, {3: 200}, [{"size": 8192, "count": 1, "ino": 200}])
+    snap = collect(roots)
+    assert len(readers) == 1 and readers[0] != threading.get_ident()
+    assert snap.sources["bufinfo"] == "ok" and [b.size_source for b in snap.buffers] == ["bufinfo"]
+    assert list(snap.sources)[:5] == ["fdinfo", "bpf", "bufinfo", "sysfs", "bpf_holders"]
+
+
+def test_an_error_of_the_bufinfo_thread_is_the_scans(live: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from dmabuf_inspect.kernel import bufinfo
+
+    read = Tree.read
+
+    def denied(self: Tree, rel: str, limit: int = 1 << 24) -> bytes:
+        if rel == bufinfo.BUFINFO:
+            raise PermissionError(13, "Permission denied", self.path(rel))
+        return read(self, rel, limit)
+
+    monkeypatch.setattr(Tree, "read", denied)
+    live["inodes"].update({3: 200})
+    roots = make_tree(live["tmp"], {3: "/dmabuf:"}, {3: 200}, [{"size": 8192, "count": 1, "ino": 200}])
+    snap = collect(roots)
+    assert snap.sources["bufinfo"].startswith("unavailable") and "ermission" in snap.sources["bufinfo"]
+    assert [b.size_source for b in snap.buffers] == ["fdinfo"]
+
+
+def test_with_no_thread_to_be_had_bufinfo_is_read_in_the_scans(
+    live: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import _thread
+
+    def refused(*_args: object) -> int:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_thread, "start_new_thread", refused)
+    live["inodes"].update({3: 200})
+    roots = make_tree(live["tmp"], {3: "/dmabuf:"}, {3: 200}, [{"size": 8192, "count": 1, "ino": 200}])
+    snap = collect(roots)
+    assert snap.sources["bufinfo"] == "ok" and [b.size_source for b in snap.buffers] == ["bufinfo"]
