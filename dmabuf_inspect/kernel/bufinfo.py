@@ -463,8 +463,3 @@ BUFINFO = "dma_buf/bufinfo"
 def read_bufinfo(debugfs: Tree) -> BufInfo:
     """Read and parse `dma_buf/bufinfo` under the debugfs tree (OSError, BufinfoParseError)."""
     return parse_bufinfo(debugfs.read(BUFINFO))
-
-
-def read_bufinfo_table(debugfs: Tree) -> BufInfoTable:
-    """read_bufinfo(), column by column."""
-    return parse_bufinfo_table(debugfs.read(BUFINFO))
