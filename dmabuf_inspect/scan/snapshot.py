@@ -39,7 +39,7 @@ from dmabuf_inspect.kernel import sysfs as sysfs_mod
 from dmabuf_inspect.kernel.cgroup import read_mem_accounting, read_proc_cgroup
 from dmabuf_inspect.kernel.fdinfo import FdinfoParseError, parse_fdinfo
 from dmabuf_inspect.kernel.maps import dmabuf_lines, parse_lines
-from dmabuf_inspect.kernel.procinfo import identify
+from dmabuf_inspect.kernel.procinfo import ProcIdentity, identify
 from dmabuf_inspect.kernel.reader import BROKEN, DENIED, GONE, OUTSIDE, OutsideRootError, Roots, gap_kind, gap_text
 from dmabuf_inspect.model import (
     UNJOINED,
@@ -204,6 +204,7 @@ class _Scan:
         "dmabuf_dev",
         "errors",
         "fdinfo",
+        "idents",
         "known_inodes",
         "legacy_fds",
         "listed",
@@ -237,6 +238,7 @@ class _Scan:
         self.map_lines: list[tuple[int, list[bytes]]] = []  # pid -> its `/dmabuf:` lines
         self.maps_readable = False
         self.tasks: dict[int, TaskInfo] = {}  # pid -> who it is, where BPF's iter/task said
+        self.idents: dict[int, ProcIdentity | None] = {}  # pid -> who it is, read ahead
 
     def gap(self, pid: int | None, source: str, exc: OSError) -> None:
         """Record what a failed read means (reader.gap_kind): gone is silent; a denied process,
@@ -316,13 +318,11 @@ class _Scan:
         return fds
 
     def take_holders(self, holders: Holders) -> None:
-        """The task iterators' fds and mappings, in place of the /proc walk: fdinfo is read only
-        for buffers no listing described, as the walk does."""
-        procs, known = self.procs, self.known_inodes
+        """The task iterators' fds and mappings, in place of the /proc walk (their fdinfo is read
+        by holders_fdinfo(), once the listings say which buffers need it)."""
+        procs = self.procs
         self.tasks = holders.tasks or {}
         for pid, fds in holders.fds.items():
-            if fds.keys() - known:
-                fds = self._read_new_fdinfo(pid, fds)
             if fds:
                 procs[pid] = _ProcScan(fds)
         for pid, entries in holders.maps.items():
@@ -330,6 +330,23 @@ class _Scan:
             for entry in entries:
                 maps.setdefault(entry.inode, []).append(entry)
             procs.setdefault(pid, _ProcScan()).maps = maps
+
+    def holders_fdinfo(self) -> bool:
+        """fdinfo of the held buffers no listing described, read as the /proc walk reads it; True
+        when an fd was dropped (closed meanwhile, or denied)."""
+        known, dropped = self.known_inodes, False
+        for pid, pscan in self.procs.items():
+            fds = pscan.fds
+            if fds.keys() - known:
+                held = len(fds)
+                self._read_new_fdinfo(pid, fds)
+                dropped = dropped or len(fds) < held
+        return dropped
+
+    def identify_holders(self) -> None:
+        """Who each process that holds a buffer is, read ahead (while bufinfo is being read)."""
+        proc, tasks = self.roots.proc, self.tasks
+        self.idents.update((pid, identify(proc, pid, tasks.get(pid))) for pid in self.procs)
 
     def _captured_fd(self, pid: int, fd: int, fds: dict[int, list[int]]) -> None:
         try:
@@ -451,6 +468,13 @@ class _Scan:
                     maps.setdefault(entry.inode, []).append(entry)
             if maps:
                 self.procs.setdefault(pid, _ProcScan()).maps = maps
+
+
+def _hold(scan: _Scan) -> _Holdings:
+    holdings = _Holdings()
+    for pid in sorted(scan.procs):
+        holdings.add(pid, scan.procs[pid])
+    return holdings
 
 
 def _kernel_release(scan: _Scan) -> str:
@@ -749,7 +773,7 @@ def _build_processes(scan: _Scan, buffers: list[Buffer], device: list[Buffer], *
         held = pscan.fds.keys() | pscan.maps.keys() if pscan.maps else pscan.fds.keys()
         if not held and pid not in unjoined:
             continue
-        ident = identify(scan.roots.proc, pid, scan.tasks.get(pid))
+        ident = scan.idents[pid] if pid in scan.idents else identify(scan.roots.proc, pid, scan.tasks.get(pid))
         if ident is None:
             continue
         on_device = held & device_inodes if device_inodes else ()
@@ -876,6 +900,11 @@ def _collect(roots: Roots, include_maps: bool, cgroups: bool = False) -> Snapsho
         sources["fdinfo"] = scan.source_gap("fdinfo", exc, roots.proc_root)
     listing, pending = _start_listings(scan, sources)
     holders, holders_source = bpfscan.read_holders(roots, include_maps=include_maps)  # meanwhile
+    if holders is not None:  # and what needs no listing, while bufinfo is read
+        scan.take_holders(holders)
+        scan.maps_readable = include_maps
+        holdings = _hold(scan)
+        scan.identify_holders()
     table = _finish_listings(scan, sources, listing, pending)
     sysfs_buffers = _read_sysfs(scan, sources)
     if not live:
@@ -888,10 +917,7 @@ def _collect(roots: Roots, include_maps: bool, cgroups: bool = False) -> Snapsho
         # printed raw there (tabs, newlines), so named buffers still get their exact fdinfo.
         scan.known_inodes.update(compress(cast(tuple[int, ...], table.inode), map(is_, table.name, repeat(None))))
     sources["bpf_holders"] = holders_source
-    if holders is not None:
-        scan.take_holders(holders)
-        scan.maps_readable = include_maps
-    else:
+    if holders is None:
         for pid in pids:
             pscan = _ProcScan()
             scan.scan_fds(pid, pscan)
@@ -900,9 +926,9 @@ def _collect(roots: Roots, include_maps: bool, cgroups: bool = False) -> Snapsho
             if include_maps:
                 scan.scan_maps(pid)
         scan.map_entries()
-    holdings = _Holdings()
-    for pid in sorted(scan.procs):
-        holdings.add(pid, scan.procs[pid])
+        holdings = _hold(scan)
+    elif scan.holders_fdinfo():  # an fd closed since the iterator saw it: without it
+        holdings = _hold(scan)
     if include_maps:
         sources["maps"] = "ok" if scan.maps_readable or not pids else "unavailable: no maps file was readable"
     else:

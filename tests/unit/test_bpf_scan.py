@@ -218,6 +218,18 @@ def test_task_iterators_without_the_dmabuf_iterator_read_bufinfo_and_fdinfo(fake
     assert processes(snap) == processes(ref) and snap.totals == ref.totals
 
 
+def test_an_fd_closed_before_its_fdinfo_is_read_holds_nothing(fake: dict[str, Any]) -> None:
+    """The holders are added while bufinfo is read, before it says which buffers need fdinfo; an
+    fd whose fdinfo is gone by then (closed since the task iterator saw it) is taken out again."""
+    ref = reference()
+    seen = fixture_holders()
+    fds = {1999: {HOSTILE: (999,)}, **seen.fds}  # named: its fdinfo is read, and is gone
+    fake["bpf"] = FakeBpf(NO_DMABUF_ITER, Holders(fds, seen.maps))
+    snap = collect(live_roots())
+    assert [same_view(b) for b in snap.buffers] == [same_view(b) for b in ref.buffers]
+    assert processes(snap) == processes(ref) and snap.totals == ref.totals
+
+
 def test_holders_unavailable_walks_proc(fake: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     ref = reference()
     fake["bpf"] = FakeBpf(bpf_buffers(ref), NEEDS_ROOT)
