@@ -25,6 +25,10 @@
  * hold(held, refs, pid, fds, holder, skip): one process's fd holders added to a scan's holdings,
  * as scan/snapshot.py's _Holdings.add() adds them when this is not built.
  *
+ * held_sums(buffers, helds) -> [(rss, pss), ...] or None: each process's Rss and Pss of dma-bufs
+ * (the sizes of the buffers it holds, and their shares), as scan/snapshot.py's _held_bytes() sums
+ * them with two dicts over every held buffer when this is not built.
+ *
  * bpf(cmd, attr, pointers) -> int: the bpf(2) system call for kernel/bpf/syscall.py, which
  * otherwise calls it through ctypes (whose import costs a whole-process `dump` more than the
  * calls themselves under TCG).
@@ -640,6 +644,68 @@ done:
     return result;
 }
 
+static int cmp_inode(const void *key, const void *item) {
+    long long a = *(const long long *)key, b = *(const long long *)item;
+    return (a > b) - (a < b);
+}
+
+/* held_sums(buffers, helds): buffers are Buffer rows sorted by inode (inode at 0, size at 1,
+ * holders at 7); None (Python decides) where they are not, or an inode or a sum is past int64. */
+static PyObject *held_sums(PyObject *self, PyObject *args) {
+    PyObject *buffers, *helds, *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!:held_sums", &PyList_Type, &buffers, &PyList_Type, &helds)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(buffers), m = 0;
+    long long *inodes = PyMem_Malloc(sizeof(long long) * 3 * (size_t)(n ? n : 1));
+    if (inodes == NULL) return PyErr_NoMemory();
+    long long *sizes = inodes + n, *shares = inodes + 2 * n, prev = LLONG_MIN;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *b = PyList_GET_ITEM(buffers, i);
+        if (!PyTuple_Check(b) || PyTuple_GET_SIZE(b) < 8 || !PyTuple_Check(PyTuple_GET_ITEM(b, 7))) goto python;
+        Py_ssize_t k = PyTuple_GET_SIZE(PyTuple_GET_ITEM(b, 7));
+        if (k == 0) continue;
+        long long inode = PyLong_AsLongLong(PyTuple_GET_ITEM(b, 0));
+        long long size = PyLong_AsLongLong(PyTuple_GET_ITEM(b, 1));
+        if (PyErr_Occurred() || inode <= prev || size < 0) goto python;
+        inodes[m] = prev = inode;
+        sizes[m] = size;
+        shares[m] = size / k;
+        m++;
+    }
+    result = PyList_New(PyList_GET_SIZE(helds));
+    for (Py_ssize_t j = 0; result != NULL && j < PyList_GET_SIZE(helds); j++) {
+        PyObject *it = PyObject_GetIter(PyList_GET_ITEM(helds, j)), *x;
+        if (it == NULL) goto fail;
+        long long rss = 0, pss = 0;
+        while ((x = PyIter_Next(it)) != NULL) {
+            long long inode = PyLong_AsLongLong(x);
+            Py_DECREF(x);
+            const long long *at = PyErr_Occurred() ? NULL : bsearch(&inode, inodes, (size_t)m, sizeof inode, cmp_inode);
+            if (at == NULL || __builtin_add_overflow(rss, sizes[at - inodes], &rss) ||
+                __builtin_add_overflow(pss, shares[at - inodes], &pss)) {
+                Py_DECREF(it);
+                Py_CLEAR(result);
+                goto python;
+            }
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) goto fail;
+        PyObject *pair = Py_BuildValue("(LL)", rss, pss);
+        if (pair == NULL) goto fail;
+        PyList_SET_ITEM(result, j, pair);
+    }
+    PyMem_Free(inodes);
+    return result;
+fail:
+    Py_CLEAR(result);
+    PyMem_Free(inodes);
+    return NULL;
+python:
+    PyErr_Clear();
+    PyMem_Free(inodes);
+    Py_RETURN_NONE;
+}
+
 /* weave_columns(pieces, columns, sep, nested, lookups) -> str: the rows (columns[0][i],
  * columns[1][i], ...) woven as above, with no row tuple: where lookups has a table for
  * column k, its value is lookups[k][columns[k][i]]. */
@@ -810,6 +876,11 @@ static PyMethodDef methods[] = {
      "hold(held, refs, pid, fds, holder, skip) -> None: for each inode of fds ({inode: fds}) not in\n"
      "skip (a dict, or None): held[inode] += (holder(pid, fds, 0, 0),) and refs[inode] += len(fds),\n"
      "in place; holder is a tuple type."},
+    {"held_sums", held_sums, METH_VARARGS,
+     "held_sums(buffers, helds) -> [(rss, pss), ...] or None: for each collection of inodes in helds,\n"
+     "the sum of those buffers' sizes and of their sizes // their number of holders; buffers is a list\n"
+     "of Buffer rows sorted by inode (inode, size, ..., holders at 7). None where they are not\n"
+     "sorted, an inode is not among the held buffers, or a number is past int64."},
     {"bpf", sys_bpf, METH_VARARGS,
      "bpf(cmd, attr, pointers) -> int: bpf(2) on the bytearray attr, with the address of each\n"
      "buffer of pointers ((offset, buffer), ...) written into attr at its offset first;\n"

@@ -29,6 +29,7 @@ import gc
 import os
 import time
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from itertools import chain, compress, repeat
 from operator import floordiv, is_, itemgetter, not_, sub
 
@@ -92,12 +93,13 @@ _c_hold: (
     ]
     | None
 )
+_c_held_sums: Callable[[list[Buffer], list[AbstractSet[int]]], list[tuple[int, int]] | None] | None
 try:
     from dmabuf_inspect.kernel import _fdwalk
 
-    _c_hold = _fdwalk.hold
+    _c_hold, _c_held_sums = _fdwalk.hold, _fdwalk.held_sums
 except (ImportError, AttributeError):  # built only where a C compiler was at install time
-    _c_hold = None
+    _c_hold = _c_held_sums = None
 
 _DMABUF_PREFIX = fdwalk.DMABUF_PREFIX
 _DMABUF_ANON = fdwalk.DMABUF_ANON
@@ -759,44 +761,58 @@ def _device_buffers(buffers: list[Buffer]) -> list[Buffer]:
 
 
 def _build_processes(scan: _Scan, buffers: list[Buffer], device: list[Buffer], *, cgroups: bool) -> list[Process]:
-    held_buffers = list(compress(buffers, map(itemgetter(7), buffers)))  # a process holds them
-    inodes = list(map(itemgetter(0), held_buffers))
-    sizes = list(map(itemgetter(1), held_buffers))
-    size_of = dict(zip(inodes, sizes, strict=True))
-    share_of = dict(zip(inodes, map(floordiv, sizes, map(len, map(itemgetter(7), held_buffers))), strict=True))
     device_inodes = {b.inode for b in device if b.holders}
-    processes: list[Process] = []
     no_scan = _ProcScan()
     unjoined = scan.legacy_fds.keys() | scan.unjoined.keys()
+    found: list[tuple[int, ProcIdentity]] = []
+    helds: list[AbstractSet[int]] = []
     for pid in scan.procs.keys() | unjoined if unjoined else scan.procs:
         pscan = scan.procs.get(pid, no_scan)
         held = pscan.fds.keys() | pscan.maps.keys() if pscan.maps else pscan.fds.keys()
         if not held and pid not in unjoined:
             continue
         ident = scan.idents[pid] if pid in scan.idents else identify(scan.roots.proc, pid, scan.tasks.get(pid))
-        if ident is None:
-            continue
-        on_device = held & device_inodes if device_inodes else ()
-        processes.append(
-            Process(
-                pid=pid,
-                ppid=ident.ppid,
-                comm=ident.comm,
-                cmdline=ident.cmdline,
-                uid=ident.uid,
-                user=ident.user,
-                buffers=len(held),
-                rss_bytes=sum(map(size_of.__getitem__, held)),
-                pss_bytes=sum(map(share_of.__getitem__, held)),
-                start_ticks=ident.start_ticks,
-                unjoined_fds=scan.unjoined_fds(pid) if pid in unjoined else (),
-                device_rss_bytes=sum(map(size_of.__getitem__, on_device)),
-                device_pss_bytes=sum(map(share_of.__getitem__, on_device)),
-                cgroup=_cgroup(scan, pid) if cgroups else None,
-            )
+        if ident is not None:
+            found.append((pid, ident))
+            helds.append(held)
+    sums = _held_bytes(buffers, helds)
+    on_device = _held_bytes(buffers, [h & device_inodes for h in helds]) if device_inodes else [(0, 0)] * len(helds)
+    processes = [
+        Process(
+            pid=pid,
+            ppid=ident.ppid,
+            comm=ident.comm,
+            cmdline=ident.cmdline,
+            uid=ident.uid,
+            user=ident.user,
+            buffers=len(held),
+            rss_bytes=rss,
+            pss_bytes=pss,
+            start_ticks=ident.start_ticks,
+            unjoined_fds=scan.unjoined_fds(pid) if pid in unjoined else (),
+            device_rss_bytes=device_rss,
+            device_pss_bytes=device_pss,
+            cgroup=_cgroup(scan, pid) if cgroups else None,
         )
+        for (pid, ident), held, (rss, pss), (device_rss, device_pss) in zip(found, helds, sums, on_device, strict=True)
+    ]
     processes.sort(key=lambda p: (-p.rss_bytes, p.pid))
     return processes
+
+
+def _held_bytes(buffers: list[Buffer], helds: list[AbstractSet[int]]) -> list[tuple[int, int]]:
+    """(Rss, Pss) of each collection of held inodes: the sizes of those buffers, and their shares
+    (a buffer's size divided among its holders). `buffers` sorted by inode."""
+    if _c_held_sums is not None:
+        sums = _c_held_sums(buffers, helds)
+        if sums is not None:
+            return sums
+    held_buffers = list(compress(buffers, map(itemgetter(7), buffers)))  # a process holds them
+    inodes = list(map(itemgetter(0), held_buffers))
+    sizes = list(map(itemgetter(1), held_buffers))
+    size_of = dict(zip(inodes, sizes, strict=True))
+    share_of = dict(zip(inodes, map(floordiv, sizes, map(len, map(itemgetter(7), held_buffers))), strict=True))
+    return [(sum(map(size_of.__getitem__, held)), sum(map(share_of.__getitem__, held))) for held in helds]
 
 
 def _totals(buffers: list[Buffer], device: list[Buffer], *, listed: bool, all_seen: bool) -> Totals:

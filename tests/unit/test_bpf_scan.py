@@ -223,7 +223,8 @@ def test_an_fd_closed_before_its_fdinfo_is_read_holds_nothing(fake: dict[str, An
     fd whose fdinfo is gone by then (closed since the task iterator saw it) is taken out again."""
     ref = reference()
     seen = fixture_holders()
-    fds = {1999: {HOSTILE: (999,)}, **seen.fds}  # named: its fdinfo is read, and is gone
+    # a named buffer, so its fdinfo is read, and that fd's is gone
+    fds: dict[int, dict[int, tuple[int, ...]]] = {1999: {HOSTILE: (999,)}, **seen.fds}
     fake["bpf"] = FakeBpf(NO_DMABUF_ITER, Holders(fds, seen.maps))
     snap = collect(live_roots())
     assert [same_view(b) for b in snap.buffers] == [same_view(b) for b in ref.buffers]

@@ -1,14 +1,17 @@
 """A scan's holdings (who holds each inode): the C way (_fdwalk.hold) adds exactly what the
-Python way adds, process after process, mapped or not."""
+Python way adds, process after process, mapped or not; each process's Rss and Pss summed in C
+(_fdwalk.held_sums) are the Python sums."""
 
 from __future__ import annotations
+
+from collections.abc import Set as AbstractSet
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmabuf_inspect.kernel import _fdwalk
-from dmabuf_inspect.model import Holder, MapEntry
+from dmabuf_inspect.model import Buffer, Holder, MapEntry
 from dmabuf_inspect.scan import snapshot
 
 inodes = st.integers(1, 12)
@@ -64,3 +67,39 @@ def test_hold_refuses_what_it_cannot_add() -> None:
         _fdwalk.hold({}, {}, 1, {7: (3,)}, dict, None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="must be a tuple"):
         _fdwalk.hold({}, {}, 1, {7: [3]}, Holder, None)  # type: ignore[dict-item]
+
+
+def _held_bytes(buffers: list[Buffer], helds: list[AbstractSet[int]], c: bool) -> list[tuple[int, int]]:
+    saved = snapshot._c_held_sums
+    snapshot._c_held_sums = _fdwalk.held_sums if c else None
+    try:
+        return snapshot._held_bytes(buffers, helds)
+    finally:
+        snapshot._c_held_sums = saved
+
+
+def _buffer(inode: int, size: int, holders: int) -> Buffer:
+    held = tuple(Holder(100 + k, (k,), 0, 0) for k in range(holders))
+    return Buffer(inode, size, "bufinfo", "system", "heap", None, holders, held, (), (), 0, True)
+
+
+sizes = st.one_of(st.integers(0, 1 << 40), st.integers(0, (1 << 70)))  # past int64: Python sums then
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.integers(-5, 1 << 66), st.tuples(sizes, st.integers(0, 4)), max_size=12), st.data())
+def test_the_c_sums_of_held_bytes_are_the_python_sums(table: dict[int, tuple[int, int]], data: st.DataObject) -> None:
+    buffers = sorted(_buffer(inode, size, n) for inode, (size, n) in table.items())
+    held = [b.inode for b in buffers if b.holders]
+    helds = data.draw(st.lists(st.sets(st.sampled_from(held)) if held else st.just(set()), max_size=5))
+    assert _held_bytes(buffers, helds, c=True) == _held_bytes(buffers, helds, c=False)
+
+
+def test_held_sums_in_c_and_where_it_steps_aside() -> None:
+    buffers = [_buffer(5, 4096, 2), _buffer(6, 100, 0), _buffer(9, 8192, 1)]
+    assert _fdwalk.held_sums(buffers, [{5, 9}, {5}, set()]) == [(12288, 2048 + 8192), (4096, 2048), (0, 0)]
+    assert _fdwalk.held_sums(buffers[::-1], [{5}]) is None  # not sorted by inode
+    assert _fdwalk.held_sums(buffers, [{6}]) is None  # no process holds 6: Python raises
+    assert _fdwalk.held_sums([_buffer(5, 1 << 62, 1), _buffer(7, 1 << 62, 1)], [{5, 7}]) is None  # past int64
+    with pytest.raises(TypeError):
+        _fdwalk.held_sums(buffers, [5])
