@@ -22,8 +22,8 @@
  * weave_columns(pieces, columns, sep, nested, lookups) -> str: the JSON text of many objects of
  * one shape (the buffers of `dump`), from their columns.
  *
- * hold(held, refs, pid, fds, holder, skip): one process's fd holders added to a scan's holdings,
- * as scan/snapshot.py's _Holdings.add() adds them when this is not built.
+ * hold(held, refs, pid, fds, holder, maps): one process's holders (by fd and by mapping) added to a
+ * scan's holdings, as scan/snapshot.py's _Holdings._add() adds them when this is not built.
  *
  * held_sums(buffers, helds) -> [(rss, pss), ...] or None: each process's Rss and Pss of dma-bufs
  * (the sizes of the buffers it holds, and their shares), as scan/snapshot.py's _held_bytes() sums
@@ -589,58 +589,103 @@ done:
     return result;
 }
 
+/* held[inode] += (holder(pid, fds, mappings, mapped),), refs[inode] += len(fds) + mappings; the
+ * holder made as tuple.__new__(holder, fields) makes it, hash and all. */
+static int add_holder(PyObject *held, PyObject *refs, PyObject *inode, PyObject *holder, PyObject *pid, PyObject *fds,
+                      PyObject *mappings, PyObject *mapped) {
+    PyObject *fields = PyTuple_Pack(4, pid, fds, mappings, mapped);
+    PyObject *call = fields ? PyTuple_Pack(1, fields) : NULL;
+    PyObject *h = call ? PyTuple_Type.tp_new((PyTypeObject *)holder, call, NULL) : NULL;
+    Py_XDECREF(call);
+    Py_XDECREF(fields);
+    PyObject *one = h ? PyTuple_Pack(1, h) : NULL;
+    Py_XDECREF(h);
+    if (one == NULL) return -1;
+    PyObject *had = PyDict_GetItemWithError(held, inode); /* borrowed */
+    PyObject *both = had ? PySequence_Concat(had, one) : (PyErr_Occurred() ? NULL : Py_NewRef(one));
+    Py_DECREF(one);
+    if (both == NULL) return -1;
+    int r = PyDict_SetItem(held, inode, both);
+    Py_DECREF(both);
+    if (r) return -1;
+    PyObject *before = PyDict_GetItemWithError(refs, inode); /* borrowed */
+    if (before == NULL && PyErr_Occurred()) return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(fds) + PyLong_AsSsize_t(mappings);
+    if (before != NULL) n += PyLong_AsSsize_t(before);
+    if (PyErr_Occurred()) return -1;
+    PyObject *count = PyLong_FromSsize_t(n);
+    if (count == NULL) return -1;
+    r = PyDict_SetItem(refs, inode, count);
+    Py_DECREF(count);
+    return r;
+}
+
+/* sum(end - start) of a list of mappings (tuples: start at 0, end at 1) */
+static PyObject *mapped_bytes(PyObject *entries) {
+    PyObject *total = PyLong_FromLong(0);
+    for (Py_ssize_t i = 0; total != NULL && i < PyList_GET_SIZE(entries); i++) {
+        PyObject *m = PyList_GET_ITEM(entries, i);
+        if (!PyTuple_Check(m) || PyTuple_GET_SIZE(m) < 2) {
+            PyErr_SetString(PyExc_TypeError, "hold: a mapping must be a tuple (start, end, ...)");
+            Py_CLEAR(total);
+            break;
+        }
+        PyObject *length = PyNumber_Subtract(PyTuple_GET_ITEM(m, 1), PyTuple_GET_ITEM(m, 0));
+        PyObject *sum = length ? PyNumber_Add(total, length) : NULL;
+        Py_XDECREF(length);
+        Py_SETREF(total, sum);
+    }
+    return total;
+}
+
 static PyObject *hold(PyObject *self, PyObject *args) {
-    PyObject *held, *refs, *pid, *fds, *holder, *skip, *zero = NULL, *result = NULL;
+    PyObject *held, *refs, *pid, *fds, *holder, *maps, *zero = NULL, *empty = NULL, *result = NULL;
     (void)self;
     if (!PyArg_ParseTuple(args, "O!O!O!O!O!O:hold", &PyDict_Type, &held, &PyDict_Type, &refs, &PyLong_Type, &pid,
-                          &PyDict_Type, &fds, &PyType_Type, &holder, &skip))
+                          &PyDict_Type, &fds, &PyType_Type, &holder, &maps))
         return NULL;
-    if (!PyType_IsSubtype((PyTypeObject *)holder, &PyTuple_Type) || (skip != Py_None && !PyDict_Check(skip))) {
-        PyErr_SetString(PyExc_TypeError, "hold: holder must be a tuple type, skip a dict or None");
+    if (!PyType_IsSubtype((PyTypeObject *)holder, &PyTuple_Type) || (maps != Py_None && !PyDict_Check(maps))) {
+        PyErr_SetString(PyExc_TypeError, "hold: holder must be a tuple type, maps a dict or None");
         return NULL;
     }
-    if ((zero = PyLong_FromLong(0)) == NULL) return NULL;
-    PyObject *inode, *its_fds;
+    if ((zero = PyLong_FromLong(0)) == NULL || (empty = PyTuple_New(0)) == NULL) goto done;
+    PyObject *inode, *its_fds, *entries;
     Py_ssize_t pos = 0;
     while (PyDict_Next(fds, &pos, &inode, &its_fds)) {
-        if (skip != Py_None) {
-            int skipped = PyDict_Contains(skip, inode);
-            if (skipped < 0) goto done;
-            if (skipped) continue;
-        }
         if (!PyTuple_Check(its_fds)) {
             PyErr_SetString(PyExc_TypeError, "hold: each inode's fds must be a tuple");
             goto done;
         }
-        /* tuple.__new__(holder, (pid, fds, 0, 0)): what the Python way makes, hash and all */
-        PyObject *fields = PyTuple_Pack(4, pid, its_fds, zero, zero);
-        PyObject *call = fields ? PyTuple_Pack(1, fields) : NULL;
-        PyObject *h = call ? PyTuple_Type.tp_new((PyTypeObject *)holder, call, NULL) : NULL;
-        Py_XDECREF(call);
-        Py_XDECREF(fields);
-        PyObject *one = h ? PyTuple_Pack(1, h) : NULL;
-        Py_XDECREF(h);
-        if (one == NULL) goto done;
-        PyObject *had = PyDict_GetItemWithError(held, inode); /* borrowed */
-        PyObject *both = had ? PySequence_Concat(had, one) : (PyErr_Occurred() ? NULL : Py_NewRef(one));
-        Py_DECREF(one);
-        if (both == NULL) goto done;
-        int r = PyDict_SetItem(held, inode, both);
-        Py_DECREF(both);
-        if (r) goto done;
-        PyObject *before = PyDict_GetItemWithError(refs, inode); /* borrowed */
-        if (before == NULL && PyErr_Occurred()) goto done;
-        Py_ssize_t n = PyTuple_GET_SIZE(its_fds) + (before ? PyLong_AsSsize_t(before) : 0);
-        if (n == -1 && PyErr_Occurred()) goto done;
-        PyObject *count = PyLong_FromSsize_t(n);
-        if (count == NULL) goto done;
-        r = PyDict_SetItem(refs, inode, count);
-        Py_DECREF(count);
+        if (maps != Py_None) {
+            int mapped = PyDict_Contains(maps, inode);
+            if (mapped < 0) goto done;
+            if (mapped) continue; /* with its mappings, below */
+        }
+        if (add_holder(held, refs, inode, holder, pid, its_fds, zero, zero)) goto done;
+    }
+    pos = 0;
+    while (maps != Py_None && PyDict_Next(maps, &pos, &inode, &entries)) {
+        if (!PyList_Check(entries)) {
+            PyErr_SetString(PyExc_TypeError, "hold: each inode's mappings must be a list");
+            goto done;
+        }
+        its_fds = PyDict_GetItemWithError(fds, inode); /* borrowed */
+        if (its_fds == NULL && PyErr_Occurred()) goto done;
+        if (its_fds != NULL && !PyTuple_Check(its_fds)) {
+            PyErr_SetString(PyExc_TypeError, "hold: each inode's fds must be a tuple");
+            goto done;
+        }
+        PyObject *mappings = PyLong_FromSsize_t(PyList_GET_SIZE(entries));
+        PyObject *mapped = mappings ? mapped_bytes(entries) : NULL;
+        int r = mapped ? add_holder(held, refs, inode, holder, pid, its_fds ? its_fds : empty, mappings, mapped) : -1;
+        Py_XDECREF(mappings);
+        Py_XDECREF(mapped);
         if (r) goto done;
     }
     result = Py_NewRef(Py_None);
 done:
-    Py_DECREF(zero);
+    Py_XDECREF(zero);
+    Py_XDECREF(empty);
     return result;
 }
 
@@ -873,9 +918,10 @@ static PyMethodDef methods[] = {
      "exp_names, names) or None: the columns of BUFFER records, numbers as ints and the two names\n"
      "as bytes up to their NUL; None where a buffer has attachments (DEVICES records follow)."},
     {"hold", hold, METH_VARARGS,
-     "hold(held, refs, pid, fds, holder, skip) -> None: for each inode of fds ({inode: fds}) not in\n"
-     "skip (a dict, or None): held[inode] += (holder(pid, fds, 0, 0),) and refs[inode] += len(fds),\n"
-     "in place; holder is a tuple type."},
+     "hold(held, refs, pid, fds, holder, maps) -> None: for each inode of fds ({inode: fds}) and of\n"
+     "maps ({inode: [mapping, ...]}, or None): held[inode] += (holder(pid, its fds or (), its number\n"
+     "of mappings, the sum of their end - start),) and refs[inode] += its fds and mappings, in place;\n"
+     "holder is a tuple type, a mapping a tuple (start, end, ...)."},
     {"held_sums", held_sums, METH_VARARGS,
      "held_sums(buffers, helds) -> [(rss, pss), ...] or None: for each collection of inodes in helds,\n"
      "the sum of those buffers' sizes and of their sizes // their number of holders; buffers is a list\n"

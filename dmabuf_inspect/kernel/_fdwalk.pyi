@@ -24,7 +24,7 @@ def hold(
     pid: int,
     fds: dict[int, tuple[int, ...]],
     holder: type[tuple[Any, ...]],
-    skip: dict[int, Any] | None,
+    maps: dict[int, list[Any]] | None,
     /,
 ) -> None: ...
 def held_sums(buffers: list[Any], helds: list[Any], /) -> list[tuple[int, int]] | None: ...

@@ -87,7 +87,7 @@ _c_hold: (
             int,
             dict[int, tuple[int, ...]],
             type[Holder],
-            dict[int, tuple[Holder, ...]] | None,
+            dict[int, list[MapEntry]] | None,
         ],
         None,
     ]
@@ -139,14 +139,9 @@ class _Holdings:
         if _c_hold is None:
             self._add(pid, pscan)
             return
-        if not pscan.maps:
-            _c_hold(self.held, self.refs, pid, pscan.fds, Holder, None)
-            return
-        held: dict[int, tuple[Holder, ...]] = {}
-        refs: dict[int, int] = {}
-        self._add_mapped(pid, pscan, held, refs)
-        _c_hold(self.held, self.refs, pid, pscan.fds, Holder, held)  # the fds of no mapped buffer
-        self._merge(held, refs)
+        if pscan.maps:
+            self._maps.append(pscan.maps)
+        _c_hold(self.held, self.refs, pid, pscan.fds, Holder, pscan.maps or None)
 
     def _add(self, pid: int, pscan: _ProcScan) -> None:
         """add(), with no C."""

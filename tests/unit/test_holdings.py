@@ -67,6 +67,10 @@ def test_hold_refuses_what_it_cannot_add() -> None:
         _fdwalk.hold({}, {}, 1, {7: (3,)}, dict, None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="must be a tuple"):
         _fdwalk.hold({}, {}, 1, {7: [3]}, Holder, None)  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="mappings must be a list"):
+        _fdwalk.hold({}, {}, 1, {}, Holder, {7: (1, 2)})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="a mapping must be a tuple"):
+        _fdwalk.hold({}, {}, 1, {}, Holder, {7: [3]})
 
 
 def _held_bytes(buffers: list[Buffer], helds: list[AbstractSet[int]], c: bool) -> list[tuple[int, int]]:
@@ -91,7 +95,8 @@ sizes = st.one_of(st.integers(0, 1 << 40), st.integers(0, (1 << 70)))  # past in
 def test_the_c_sums_of_held_bytes_are_the_python_sums(table: dict[int, tuple[int, int]], data: st.DataObject) -> None:
     buffers = sorted(_buffer(inode, size, n) for inode, (size, n) in table.items())
     held = [b.inode for b in buffers if b.holders]
-    helds = data.draw(st.lists(st.sets(st.sampled_from(held)) if held else st.just(set()), max_size=5))
+    some = st.sets(st.sampled_from(held)) if held else st.just(set())
+    helds: list[AbstractSet[int]] = data.draw(st.lists(some, max_size=5))
     assert _held_bytes(buffers, helds, c=True) == _held_bytes(buffers, helds, c=False)
 
 
