@@ -25,6 +25,9 @@
  * hold(held, refs, pid, fds, holder, maps): one process's holders (by fd and by mapping) added to a
  * scan's holdings, as scan/snapshot.py's _Holdings._add() adds them when this is not built.
  *
+ * rows(cls, n, columns) -> [cls, ...]: rows of a tuple type (a NamedTuple) made from columns, as
+ * map(tuple.__new__, repeat(cls), zip(*columns)) makes them, with no tuple per row between.
+ *
  * held_sums(buffers, helds) -> [(rss, pss), ...] or None: each process's Rss and Pss of dma-bufs
  * (the sizes of the buffers it holds, and their shares), as scan/snapshot.py's _held_bytes() sums
  * them with two dicts over every held buffer when this is not built.
@@ -689,6 +692,85 @@ done:
     return result;
 }
 
+/* One row of `cls` (a tuple type) from these fields, as tuple.__new__(cls, fields) makes it. Before
+ * 3.14, where tuples cache no hash, without the copy: allocated and filled in place. */
+static PyObject *new_row(PyTypeObject *cls, PyObject **fields, Py_ssize_t width) {
+#if PY_VERSION_HEX < 0x030E0000
+    PyObject *row = cls->tp_alloc(cls, width);
+    if (row == NULL) {
+        for (Py_ssize_t k = 0; k < width; k++) Py_DECREF(fields[k]);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < width; k++) PyTuple_SET_ITEM(row, k, fields[k]);
+    return row;
+#else
+    PyObject *plain = PyTuple_New(width);
+    if (plain == NULL) {
+        for (Py_ssize_t k = 0; k < width; k++) Py_DECREF(fields[k]);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < width; k++) PyTuple_SET_ITEM(plain, k, fields[k]);
+    PyObject *call = PyTuple_Pack(1, plain);
+    Py_DECREF(plain);
+    PyObject *row = call ? PyTuple_Type.tp_new(cls, call, NULL) : NULL;
+    Py_XDECREF(call);
+    return row;
+#endif
+}
+
+/* rows(cls, n, columns) -> [cls(...), ...]: n rows of a tuple type, field k of row i from column k:
+ * its item i where it is a list or tuple (of length n), else its next item (any iterator). */
+static PyObject *rows(PyObject *self, PyObject *args) {
+    PyObject *cls, *columns, *out = NULL, *iters[64] = {NULL};
+    Py_ssize_t n;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!nO!:rows", &PyType_Type, &cls, &n, &PyTuple_Type, &columns)) return NULL;
+    Py_ssize_t width = PyTuple_GET_SIZE(columns);
+    if (!PyType_IsSubtype((PyTypeObject *)cls, &PyTuple_Type) || width < 1 || width > 64 || n < 0) {
+        PyErr_SetString(PyExc_TypeError, "rows: a tuple type, n >= 0 and 1 to 64 columns");
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < width; k++) {
+        PyObject *col = PyTuple_GET_ITEM(columns, k);
+        if (PyList_CheckExact(col) || PyTuple_CheckExact(col)) {
+            if (PySequence_Fast_GET_SIZE(col) != n) {
+                PyErr_Format(PyExc_ValueError, "rows: column %zd has %zd items, not %zd", k,
+                             PySequence_Fast_GET_SIZE(col), n);
+                goto done;
+            }
+        } else if ((iters[k] = PyObject_GetIter(col)) == NULL) {
+            goto done;
+        }
+    }
+    if ((out = PyList_New(n)) == NULL) goto done;
+    PyObject *fields[64];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        for (Py_ssize_t k = 0; k < width; k++) {
+            if (iters[k] == NULL) {
+                fields[k] = Py_NewRef(PySequence_Fast_GET_ITEM(PyTuple_GET_ITEM(columns, k), i));
+                continue;
+            }
+            fields[k] = PyIter_Next(iters[k]);
+            if (fields[k] == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_Format(PyExc_ValueError, "rows: column %zd ends before row %zd", k, i);
+                for (Py_ssize_t j = 0; j < k; j++) Py_DECREF(fields[j]);
+                Py_CLEAR(out);
+                goto done;
+            }
+        }
+        PyObject *row = new_row((PyTypeObject *)cls, fields, width);
+        if (row == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, row);
+    }
+done:
+    for (Py_ssize_t k = 0; k < width && k < 64; k++) Py_XDECREF(iters[k]);
+    return out;
+}
+
 static int cmp_inode(const void *key, const void *item) {
     long long a = *(const long long *)key, b = *(const long long *)item;
     return (a > b) - (a < b);
@@ -922,6 +1004,10 @@ static PyMethodDef methods[] = {
      "maps ({inode: [mapping, ...]}, or None): held[inode] += (holder(pid, its fds or (), its number\n"
      "of mappings, the sum of their end - start),) and refs[inode] += its fds and mappings, in place;\n"
      "holder is a tuple type, a mapping a tuple (start, end, ...)."},
+    {"rows", rows, METH_VARARGS,
+     "rows(cls, n, columns) -> list: n rows of the tuple type cls, as tuple.__new__(cls, fields) makes\n"
+     "them; field k of row i is item i of columns[k] where it is a list or tuple (of n items), else the\n"
+     "next item of its iterator (ValueError where one ends early)."},
     {"held_sums", held_sums, METH_VARARGS,
      "held_sums(buffers, helds) -> [(rss, pss), ...] or None: for each collection of inodes in helds,\n"
      "the sum of those buffers' sizes and of their sizes // their number of holders; buffers is a list\n"

@@ -1,5 +1,7 @@
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+_R = TypeVar("_R", bound=tuple[Any, ...])
 
 def fds_by_inode(dirfd: int, dev: int, /) -> dict[int, tuple[int, ...]]: ...
 def weave_columns(
@@ -27,5 +29,6 @@ def hold(
     maps: dict[int, list[Any]] | None,
     /,
 ) -> None: ...
+def rows(cls: type[_R], n: int, columns: tuple[Iterable[Any], ...], /) -> list[_R]: ...
 def held_sums(buffers: list[Any], helds: list[Any], /) -> list[tuple[int, int]] | None: ...
 def bpf(cmd: int, attr: bytearray, pointers: tuple[tuple[int, bytes | bytearray], ...], /) -> int: ...

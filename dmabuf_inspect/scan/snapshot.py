@@ -94,12 +94,13 @@ _c_hold: (
     | None
 )
 _c_held_sums: Callable[[list[Buffer], list[AbstractSet[int]]], list[tuple[int, int]] | None] | None
+_c_rows: Callable[[type[Buffer], int, tuple[Iterable[object], ...]], list[Buffer]] | None
 try:
     from dmabuf_inspect.kernel import _fdwalk
 
-    _c_hold, _c_held_sums = _fdwalk.hold, _fdwalk.held_sums
+    _c_hold, _c_held_sums, _c_rows = _fdwalk.hold, _fdwalk.held_sums, _fdwalk.rows
 except (ImportError, AttributeError):  # built only where a C compiler was at install time
-    _c_hold = _c_held_sums = None
+    _c_hold = _c_held_sums = _c_rows = None
 
 _DMABUF_PREFIX = fdwalk.DMABUF_PREFIX
 _DMABUF_ANON = fdwalk.DMABUF_ANON
@@ -675,27 +676,23 @@ class _Buffers:
             known = [k and not m for k, m in zip(known, maybe, strict=True)]
         if self.unseen_holders:
             known = [k and inode in held for k, inode in zip(known, inodes, strict=True)]
-        return list(
-            map(
-                tuple.__new__,
-                repeat(Buffer),
-                zip(
-                    inodes,
-                    sizes,
-                    repeat(self.table_source, n),
-                    exporters,
-                    map(classes.__getitem__, exporters),
-                    _pick(table.name, rows),
-                    counts,
-                    map(held.get, inodes, repeat(())),
-                    _pick(table.attachments, rows),
-                    _pick(table.fences, rows),
-                    kernel_refs,
-                    known,
-                    strict=True,
-                ),
-            )
+        columns = (
+            inodes,
+            sizes,
+            repeat(self.table_source, n),
+            exporters,
+            map(classes.__getitem__, exporters),
+            _pick(table.name, rows),
+            counts,
+            map(held.get, inodes, repeat(())),
+            _pick(table.attachments, rows),
+            _pick(table.fences, rows),
+            kernel_refs,
+            known,
         )
+        if _c_rows is not None:
+            return _c_rows(Buffer, n, columns)
+        return list(map(tuple.__new__, repeat(Buffer), zip(*columns, strict=True)))
 
     def _one(self, inode: int, row: int | None) -> Buffer:
         table = self.table

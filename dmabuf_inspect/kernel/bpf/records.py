@@ -51,7 +51,7 @@ from dmabuf_inspect.records import NamedTuple
 
 TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from typing import Any
 
     _Fields = tuple[
@@ -67,12 +67,13 @@ if TYPE_CHECKING:
 
 _c_fd_records: Callable[[bytes], dict[int, dict[int, tuple[int, ...]]] | None] | None
 _c_buffer_records: Callable[[bytes, int, int], tuple[tuple[Any, ...], ...] | None] | None
+_c_rows: Callable[[type[MapEntry], int, tuple[Iterable[object], ...]], list[MapEntry]] | None
 try:
     from dmabuf_inspect.kernel import _fdwalk
 
-    _c_fd_records, _c_buffer_records = _fdwalk.fd_records, _fdwalk.buffer_records
+    _c_fd_records, _c_buffer_records, _c_rows = _fdwalk.fd_records, _fdwalk.buffer_records, _fdwalk.rows
 except (ImportError, AttributeError):  # built only where a C compiler was at install time
-    _c_fd_records = _c_buffer_records = None
+    _c_fd_records = _c_buffer_records = _c_rows = None
 
 _MAX_DIGITS = 20  # %lu, %llu
 # include/linux/mm.h
@@ -477,7 +478,10 @@ def parse_vma_records(data: bytes, page_bytes: int | None = None) -> dict[int, l
         inodes,
         _names(raw_names, None),
     )
-    entries = list(map(tuple.__new__, repeat(MapEntry), zip(*columns, strict=False)))  # map()s end with them
+    if _c_rows is not None:
+        entries = _c_rows(MapEntry, len(pids), columns)
+    else:
+        entries = list(map(tuple.__new__, repeat(MapEntry), zip(*columns, strict=False)))  # map()s end with them
     out = {pid: entries[a:b] for pid, a, b in runs}
     for pid, a, b in runs:
         if list(starts[a:b]) != sorted(starts[a:b]):  # the iterator walks them in address order
