@@ -592,15 +592,37 @@ done:
     return result;
 }
 
-/* held[inode] += (holder(pid, fds, mappings, mapped),), refs[inode] += len(fds) + mappings; the
- * holder made as tuple.__new__(holder, fields) makes it, hash and all. */
+/* One row of `cls` (a tuple type) from these fields, as tuple.__new__(cls, fields) makes it. Before
+ * 3.14, where tuples cache no hash, without the copy: allocated and filled in place. */
+static PyObject *new_row(PyTypeObject *cls, PyObject **fields, Py_ssize_t width) {
+#if PY_VERSION_HEX < 0x030E0000
+    PyObject *row = cls->tp_alloc(cls, width);
+    if (row == NULL) {
+        for (Py_ssize_t k = 0; k < width; k++) Py_DECREF(fields[k]);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < width; k++) PyTuple_SET_ITEM(row, k, fields[k]);
+    return row;
+#else
+    PyObject *plain = PyTuple_New(width);
+    if (plain == NULL) {
+        for (Py_ssize_t k = 0; k < width; k++) Py_DECREF(fields[k]);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < width; k++) PyTuple_SET_ITEM(plain, k, fields[k]);
+    PyObject *call = PyTuple_Pack(1, plain);
+    Py_DECREF(plain);
+    PyObject *row = call ? PyTuple_Type.tp_new(cls, call, NULL) : NULL;
+    Py_XDECREF(call);
+    return row;
+#endif
+}
+
+/* held[inode] += (holder(pid, fds, mappings, mapped),), refs[inode] += len(fds) + mappings. */
 static int add_holder(PyObject *held, PyObject *refs, PyObject *inode, PyObject *holder, PyObject *pid, PyObject *fds,
                       PyObject *mappings, PyObject *mapped) {
-    PyObject *fields = PyTuple_Pack(4, pid, fds, mappings, mapped);
-    PyObject *call = fields ? PyTuple_Pack(1, fields) : NULL;
-    PyObject *h = call ? PyTuple_Type.tp_new((PyTypeObject *)holder, call, NULL) : NULL;
-    Py_XDECREF(call);
-    Py_XDECREF(fields);
+    PyObject *fields[4] = {Py_NewRef(pid), Py_NewRef(fds), Py_NewRef(mappings), Py_NewRef(mapped)};
+    PyObject *h = new_row((PyTypeObject *)holder, fields, 4);
     PyObject *one = h ? PyTuple_Pack(1, h) : NULL;
     Py_XDECREF(h);
     if (one == NULL) return -1;
@@ -690,32 +712,6 @@ done:
     Py_XDECREF(zero);
     Py_XDECREF(empty);
     return result;
-}
-
-/* One row of `cls` (a tuple type) from these fields, as tuple.__new__(cls, fields) makes it. Before
- * 3.14, where tuples cache no hash, without the copy: allocated and filled in place. */
-static PyObject *new_row(PyTypeObject *cls, PyObject **fields, Py_ssize_t width) {
-#if PY_VERSION_HEX < 0x030E0000
-    PyObject *row = cls->tp_alloc(cls, width);
-    if (row == NULL) {
-        for (Py_ssize_t k = 0; k < width; k++) Py_DECREF(fields[k]);
-        return NULL;
-    }
-    for (Py_ssize_t k = 0; k < width; k++) PyTuple_SET_ITEM(row, k, fields[k]);
-    return row;
-#else
-    PyObject *plain = PyTuple_New(width);
-    if (plain == NULL) {
-        for (Py_ssize_t k = 0; k < width; k++) Py_DECREF(fields[k]);
-        return NULL;
-    }
-    for (Py_ssize_t k = 0; k < width; k++) PyTuple_SET_ITEM(plain, k, fields[k]);
-    PyObject *call = PyTuple_Pack(1, plain);
-    Py_DECREF(plain);
-    PyObject *row = call ? PyTuple_Type.tp_new(cls, call, NULL) : NULL;
-    Py_XDECREF(call);
-    return row;
-#endif
 }
 
 /* rows(cls, n, columns) -> [cls(...), ...]: n rows of a tuple type, field k of row i from column k:
