@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import ast
 import errno
+import io
 import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from paths import REPO
 
+from dmabuf_inspect.kernel import reader
 from dmabuf_inspect.kernel.reader import (
     BROKEN,
     DENIED,
@@ -337,3 +340,23 @@ def test_a_signal_that_raises_mid_read_leaks_no_fd(tmp_path: Path) -> None:
         signal.signal(signal.SIGALRM, old)
     assert stops > 0
     assert set(os.listdir("/proc/self/fd")) - fds_before == set()
+
+
+def test_a_big_file_is_read_whole_in_a_few_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bufinfo at 10 000 buffers is 1.3 MB, read by a thread that takes the GIL back after each
+    read(2): the chunks double (64 KiB up to 4 MiB), not 21 reads of 64 KiB."""
+    body = bytes(range(256)) * (3_000_000 // 256)
+    (tmp_path / "big").write_bytes(body)
+    sizes: list[int] = []
+
+    class Counted(io.FileIO):
+        def read(self, size: int | None = -1) -> bytes:
+            sizes.append(size or -1)
+            return super().read(size)
+
+    monkeypatch.setattr(reader, "io", SimpleNamespace(FileIO=Counted))
+    tree = Tree(str(tmp_path), live=True)
+    assert tree.read("big") == body
+    assert sizes == [1 << 16, 1 << 17, 1 << 18, 1 << 19, 1 << 20, 1 << 21, 1 << 22]
+    sizes.clear()
+    assert tree.read("big", 100_000) == body[: (1 << 16) + (1 << 17)]  # at most about the limit
