@@ -28,10 +28,6 @@
  * rows(cls, n, columns) -> [cls, ...]: rows of a tuple type (a NamedTuple) made from columns, as
  * map(tuple.__new__, repeat(cls), zip(*columns)) makes them, with no tuple per row between.
  *
- * read_all(fd, first, most, limit) -> (data, first_read): a whole file read without the GIL (debugfs
- * bufinfo in a thread of its own, our iterators' output), as kernel/reader.py and
- * kernel/bpf/source.py read it with os.read() when this is not built.
- *
  * held_sums(buffers, helds) -> [(rss, pss), ...] or None: each process's Rss and Pss of dma-bufs
  * (the sizes of the buffers it holds, and their shares), as scan/snapshot.py's _held_bytes() sums
  * them with two dicts over every held buffer when this is not built.
@@ -771,65 +767,6 @@ done:
     return out;
 }
 
-/* read_all(fd, first, most, limit) -> (data, first_read): see the method table. */
-static PyObject *read_all(PyObject *self, PyObject *args) {
-    int fd;
-    Py_ssize_t first, most, limit;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "innn:read_all", &fd, &first, &most, &limit)) return NULL;
-    if (first < 1 || most < first || limit < 0) {
-        PyErr_SetString(PyExc_ValueError, "read_all: 1 <= first <= most, limit >= 0");
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0, ask = (size_t)first, got_first = 0;
-    int err = 0, reads = 0;
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        while (len < (size_t)limit) {
-            if (cap - len < ask) {
-                size_t want = len + ask > cap * 2 ? len + ask : cap * 2;
-                char *bigger = realloc(buf, want);
-                if (bigger == NULL) {
-                    err = ENOMEM;
-                    break;
-                }
-                buf = bigger;
-                cap = want;
-            }
-            ssize_t n = read(fd, buf + len, ask);
-            if (n < 0) {
-                err = errno;
-                break;
-            }
-            if (reads++ == 0) got_first = (size_t)n;
-            if (n == 0) break;
-            len += (size_t)n;
-            ask = ask * 2 > (size_t)most ? (size_t)most : ask * 2;
-        }
-        Py_END_ALLOW_THREADS
-        if (err == EINTR) { /* a signal: its handler runs, and may raise */
-            err = 0;
-            if (PyErr_CheckSignals() < 0) break;
-            continue;
-        }
-        break;
-    }
-    PyObject *result = NULL;
-    if (PyErr_Occurred()) {
-        /* a signal handler raised */
-    } else if (err == ENOMEM) {
-        PyErr_NoMemory();
-    } else if (err != 0 && err != EAGAIN && err != EWOULDBLOCK) {
-        errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);
-    } else {
-        result = Py_BuildValue("(y#n)", buf ? buf : "", (Py_ssize_t)len, (Py_ssize_t)got_first);
-    }
-    free(buf);
-    return result;
-}
-
 static int cmp_inode(const void *key, const void *item) {
     long long a = *(const long long *)key, b = *(const long long *)item;
     return (a > b) - (a < b);
@@ -1067,11 +1004,6 @@ static PyMethodDef methods[] = {
      "rows(cls, n, columns) -> list: n rows of the tuple type cls, as tuple.__new__(cls, fields) makes\n"
      "them; field k of row i is item i of columns[k] where it is a list or tuple (of n items), else the\n"
      "next item of its iterator (ValueError where one ends early)."},
-    {"read_all", read_all, METH_VARARGS,
-     "read_all(fd, first, most, limit) -> (data, first_read): read(2) until the end of the file (or a\n"
-     "non-blocking file's EAGAIN), or until about limit bytes, asking first bytes and then twice as many\n"
-     "each time up to most, without the GIL (taken back only for a signal's handler, which may\n"
-     "raise); first_read is what the first read(2) gave. OSError as read(2) fails."},
     {"held_sums", held_sums, METH_VARARGS,
      "held_sums(buffers, helds) -> [(rss, pss), ...] or None: for each collection of inodes in helds,\n"
      "the sum of those buffers' sizes and of their sizes // their number of holders; buffers is a list\n"

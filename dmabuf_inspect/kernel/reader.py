@@ -74,48 +74,23 @@ def _read_all(path: str, flags: int, limit: int) -> bytes:
     SIGTERM) runs right after open() returns, and the object closes the file as it is dropped,
     where a bare fd would stay open (and an open tracefs file keeps its instance busy: EBUSY)."""
     with io.FileIO(path, "rb") if flags == _O_READ else io.FileIO(os.open(path, flags), "rb") as f:
-        return read_fd(f.fileno(), 65536, _MAX_CHUNK, limit)[0]
-
-
-def read_fd(fd: int, first: int, most: int, limit: int = 1 << 30) -> tuple[bytes, int]:
-    """All `fd` gives until its end (or a non-blocking file's EAGAIN), or about `limit` bytes, and
-    what its first read(2) gave. Each read asks `first` bytes, then twice as many up to `most`: a big
-    file (bufinfo: 1.3 MB at 10 000 buffers) in a few reads. In C without the GIL where _fdwalk is
-    built (bufinfo is read in a thread beside the scan's Python, which would otherwise hand the
-    thread the GIL after every read)."""
-    if _c_read_all is not None:
-        return _c_read_all(fd, first, most, limit)
-    parts = []
-    total, size, first_read = 0, first, -1
-    while total < limit:
-        try:
-            chunk = os.read(fd, size)
-        except BlockingIOError:
-            break
-        if first_read < 0:
-            first_read = len(chunk)
-        if not chunk:
-            break
-        parts.append(chunk)
-        total += len(chunk)
-        size = min(size * 2, most)
-    return b"".join(parts), max(first_read, 0)
+        chunks = []
+        total = 0
+        size = 65536
+        while total < limit:
+            chunk = f.read(size)  # None: a non-blocking file with nothing to read now
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            # a big file (bufinfo: 1.3 MB at 10 000 buffers) in a few reads, each of which a
+            # thread reading it must take the GIL back for
+            size = min(size * 2, _MAX_CHUNK)
+        return b"".join(chunks)
 
 
 _O_READ = os.O_RDONLY | os.O_CLOEXEC
 _MAX_CHUNK = 1 << 22
-
-TYPE_CHECKING = False  # mypy reads any name TYPE_CHECKING as True: typing is not imported at run time
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-_c_read_all: Callable[[int, int, int, int], tuple[bytes, int]] | None
-try:
-    from dmabuf_inspect.kernel import _fdwalk
-
-    _c_read_all = _fdwalk.read_all
-except (ImportError, AttributeError):  # built only where a C compiler was at install time
-    _c_read_all = None
 # In a capture the folder is resolved and checked, and the file opened without following it: a
 # file that is a link fails (ELOOP) and is then resolved and checked too.
 _O_CAPTURED = _O_READ | os.O_NONBLOCK | os.O_NOFOLLOW

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ast
 import errno
+import io
 import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from paths import REPO
@@ -340,78 +342,21 @@ def test_a_signal_that_raises_mid_read_leaks_no_fd(tmp_path: Path) -> None:
     assert set(os.listdir("/proc/self/fd")) - fds_before == set()
 
 
-@pytest.fixture(params=["c", "python"])
-def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """read_fd() in C (without the GIL), or in Python where _fdwalk is not built."""
-    if request.param == "python":
-        monkeypatch.setattr(reader, "_c_read_all", None)
-    else:
-        assert reader._c_read_all is not None
-    return str(request.param)
-
-
-def test_a_big_file_is_read_whole_in_a_few_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str) -> None:
-    """bufinfo at 10 000 buffers is 1.3 MB, read by a thread that would take the GIL back after
-    each read(2) in Python: the reads ask 64 KiB, then twice as much each time up to 4 MiB."""
+def test_a_big_file_is_read_whole_in_a_few_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bufinfo at 10 000 buffers is 1.3 MB, read by a thread that takes the GIL back after each
+    read(2): the chunks double (64 KiB up to 4 MiB), not 21 reads of 64 KiB."""
     body = bytes(range(256)) * (3_000_000 // 256)
     (tmp_path / "big").write_bytes(body)
     sizes: list[int] = []
-    real = os.read
 
-    def counted(fd: int, size: int) -> bytes:
-        sizes.append(size)
-        return real(fd, size)
+    class Counted(io.FileIO):
+        def read(self, size: int | None = -1) -> bytes:
+            sizes.append(size or -1)
+            return super().read(size)
 
-    monkeypatch.setattr(os, "read", counted)
+    monkeypatch.setattr(reader, "io", SimpleNamespace(FileIO=Counted))
     tree = Tree(str(tmp_path), live=True)
     assert tree.read("big") == body
+    assert sizes == [1 << 16, 1 << 17, 1 << 18, 1 << 19, 1 << 20, 1 << 21, 1 << 22]
+    sizes.clear()
     assert tree.read("big", 100_000) == body[: (1 << 16) + (1 << 17)]  # at most about the limit
-    if way == "python":
-        doubling = [1 << 16, 1 << 17, 1 << 18, 1 << 19, 1 << 20, 1 << 21, 1 << 22]
-        assert sizes == [*doubling, 1 << 16, 1 << 17]
-    else:
-        assert sizes == []  # all in C
-
-
-def test_read_fd_stops_at_the_end_of_what_a_nonblocking_file_has(way: str) -> None:
-    r, w = os.pipe()
-    try:
-        os.set_blocking(r, False)
-        assert reader.read_fd(r, 16, 64) == (b"", 0)
-        os.write(w, b"x" * 100)
-        assert reader.read_fd(r, 16, 64) == (b"x" * 100, 16)  # 16, 32, then 52 of 64
-        os.close(w)
-        assert reader.read_fd(r, 16, 64) == (b"", 0)
-    finally:
-        os.close(r)
-
-
-def test_a_signal_that_raises_interrupts_read_fd(way: str) -> None:
-    """A read that blocks (a pipe with nothing in it yet) is interrupted by a signal whose handler
-    raises; one whose handler returns lets it go on."""
-    r, w = os.pipe()
-    calls = []
-
-    def handler(signum: int, frame: object) -> None:
-        calls.append(signum)
-        if len(calls) == 1:
-            os.write(w, b"late")
-            os.close(w)
-            return
-        raise _Stopped
-
-    old = signal.signal(signal.SIGALRM, handler)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
-        assert reader.read_fd(r, 16, 16) == (b"late", 4)  # interrupted, resumed
-        r2, w2 = os.pipe()
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
-        with pytest.raises(_Stopped):
-            reader.read_fd(r2, 16, 16)
-        os.close(r2)
-        os.close(w2)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-        os.close(r)
-    assert calls == [signal.SIGALRM, signal.SIGALRM]

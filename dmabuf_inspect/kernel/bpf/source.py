@@ -38,7 +38,7 @@ from dmabuf_inspect.kernel.bpf.records import (
     parse_vma_records,
 )
 from dmabuf_inspect.kernel.bpf.syscall import NEEDS_ROOT, BpfError, VerifierError
-from dmabuf_inspect.kernel.reader import Tree, read_fd
+from dmabuf_inspect.kernel.reader import Tree
 from dmabuf_inspect.model import BufInfoTable, MapEntry
 from dmabuf_inspect.records import NamedTuple
 
@@ -311,7 +311,11 @@ def read_iterator(fd: int) -> tuple[bytes, int]:
     can give (its seq_file buffer): os.read() allocates what it asks for, and 1 MiB a call was an
     mmap() and a shrinking mremap() per 32 KiB of a 1.4 MB walk."""
     size = _seq_batch_bytes()
-    return read_fd(fd, size, size)
+    first = os.read(fd, size)
+    parts = [first]
+    while parts[-1]:
+        parts.append(os.read(fd, size))
+    return b"".join(parts), len(first)
 
 
 def check_dmabuf_complete(first_read: int, largest_record: int, release: str | None = None) -> None:
